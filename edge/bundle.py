@@ -1,0 +1,190 @@
+"""The model bundle: ``NAME.tflite`` plus its ``NAME.json`` manifest.
+
+The manifest is the one place the edge learns the input contract (size, pixel format, class
+names, threshold, crop geometry) and the model's provenance. Loading verifies the schema version
+and the flatbuffer's sha256 and refuses anything that does not match.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from leukoedge.contract import MANIFEST_SCHEMA_VERSION, InputContract
+from leukoedge.errors import BundleError
+
+logger = logging.getLogger(__name__)
+
+BUNDLE_KIND = "leukoedge-model-bundle"
+#: Keys every manifest must have; the rest is provenance and report figures.
+REQUIRED_KEYS = ("schema_version", "kind", "model", "input_contract", "input", "output", "tflite")
+#: Name of the model bundled with the package (``leukoedge/models/NAME.{tflite,json}``).
+DEFAULT_BUNDLE_NAME = "leukonet_int8"
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class ModelBundle:
+    """A verified model bundle: where the flatbuffer is, and what its manifest says."""
+
+    tflite_path: Path
+    manifest_path: Path
+    manifest: dict[str, Any]
+    contract: InputContract
+
+    @property
+    def name(self) -> str:
+        return str(self.manifest["model"].get("name", self.tflite_path.stem))
+
+    @property
+    def variant(self) -> str:
+        return str(self.manifest["model"].get("variant", "unknown"))
+
+    @property
+    def sha256(self) -> str:
+        return str(self.manifest["tflite"]["sha256"])
+
+    @property
+    def threshold(self) -> float:
+        return self.contract.threshold
+
+
+def _find_manifest(path: Path) -> Path:
+    if path.is_dir():
+        manifests = sorted(path.glob("*.json"))
+        bundles = [m for m in manifests if _looks_like_manifest(m)]
+        if not bundles:
+            raise BundleError(f"{path}: no bundle manifest (*.json with kind {BUNDLE_KIND!r}) in this folder")
+        int8 = [m for m in bundles if m.stem.endswith("int8")]
+        if len(bundles) > 1 and len(int8) != 1:
+            names = ", ".join(m.name for m in bundles)
+            raise BundleError(f"{path}: several bundles here ({names}); name the .json of the one to use")
+        return int8[0] if len(bundles) > 1 else bundles[0]
+    if path.suffix == ".tflite":
+        return path.with_suffix(".json")
+    return path
+
+
+def _looks_like_manifest(path: Path) -> bool:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f).get("kind") == BUNDLE_KIND
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def load_bundle(path: str | os.PathLike | None = None, verify_hash: bool = True) -> ModelBundle:
+    """Load and verify a bundle from its .json, its .tflite, or a folder holding one.
+
+    ``None`` loads the model bundled with the package.
+    """
+    if path is None:
+        return load_default_bundle(verify_hash=verify_hash)
+    manifest_path = _find_manifest(Path(path))
+    if not manifest_path.exists():
+        raise BundleError(f"{manifest_path}: bundle manifest not found")
+    try:
+        with open(manifest_path, encoding="utf-8") as f:
+            manifest = json.load(f)
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise BundleError(f"{manifest_path}: not a readable JSON manifest: {e}") from e
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{manifest_path}: manifest is not a JSON object")
+    missing = [k for k in REQUIRED_KEYS if k not in manifest]
+    if missing:
+        raise BundleError(f"{manifest_path}: manifest lacks {', '.join(missing)}")
+    if manifest["kind"] != BUNDLE_KIND:
+        raise BundleError(f"{manifest_path}: kind is {manifest['kind']!r}, expected {BUNDLE_KIND!r}")
+    version = manifest["schema_version"]
+    if not isinstance(version, int) or version != MANIFEST_SCHEMA_VERSION:
+        raise BundleError(
+            f"{manifest_path}: manifest schema version {version!r} is not supported "
+            f"(this leukoedge reads version {MANIFEST_SCHEMA_VERSION}); upgrade leukoedge or rebuild the bundle"
+        )
+    tflite_info = manifest["tflite"]
+    tflite_path = manifest_path.parent / str(tflite_info.get("file", ""))
+    if not tflite_path.is_file():
+        raise BundleError(f"{manifest_path}: its flatbuffer {tflite_path.name!r} is missing")
+    if verify_hash:
+        actual = sha256_file(tflite_path)
+        if actual != tflite_info.get("sha256"):
+            raise BundleError(
+                f"{tflite_path}: sha256 {actual[:16]}... does not match the manifest's "
+                f"{str(tflite_info.get('sha256'))[:16]}...: the model file was changed or corrupted"
+            )
+    try:
+        contract = InputContract.from_dict(manifest["input_contract"])
+    except (TypeError, ValueError) as e:
+        raise BundleError(f"{manifest_path}: invalid input_contract: {e}") from e
+    return ModelBundle(tflite_path, manifest_path, manifest, contract)
+
+
+def default_bundle_path() -> Path:
+    """Path of the manifest of the model shipped inside the package."""
+    return Path(str(resources.files("leukoedge") / "models" / f"{DEFAULT_BUNDLE_NAME}.json"))
+
+
+def load_default_bundle(verify_hash: bool = True) -> ModelBundle:
+    path = default_bundle_path()
+    if not path.exists():
+        raise BundleError(
+            f"the bundled model is missing from this installation ({path}); "
+            "reinstall leukoedge or pass --model"
+        )
+    return load_bundle(path, verify_hash=verify_hash)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_bundle(
+    out_dir: str | os.PathLike,
+    name: str,
+    tflite_bytes: bytes,
+    manifest: dict[str, Any],
+) -> ModelBundle:
+    """Write ``NAME.tflite`` and ``NAME.json`` atomically and return the loaded bundle.
+
+    ``manifest`` holds everything but the bookkeeping keys this function fills in
+    (``schema_version``, ``kind``, ``tflite``).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for key in ("model", "input_contract", "input", "output"):
+        if key not in manifest:
+            raise BundleError(f"cannot write bundle {name!r}: manifest lacks {key!r}")
+    full = dict(manifest)
+    full["schema_version"] = MANIFEST_SCHEMA_VERSION
+    full["kind"] = BUNDLE_KIND
+    full["tflite"] = {
+        "file": f"{name}.tflite",
+        "bytes": len(tflite_bytes),
+        "sha256": hashlib.sha256(tflite_bytes).hexdigest(),
+    }
+    _atomic_write(out / f"{name}.tflite", tflite_bytes)
+    _atomic_write(out / f"{name}.json", (json.dumps(full, indent=2, sort_keys=True) + "\n").encode())
+    return load_bundle(out / f"{name}.json")

@@ -1,0 +1,145 @@
+"""Image decoding and the resize to the model input: one implementation for training and the edge.
+
+Every image that reaches the model, in training, in the quantization report, from
+``leukoedge classify`` or from the daemon, passes through :func:`decode_image` and
+:func:`to_model_input` (or :func:`load_cell`, which is the two together with fast JPEG decoding).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from leukoedge.contract import INPUT_SIZE
+from leukoedge.errors import ImageError
+
+logger = logging.getLogger(__name__)
+
+#: Largest image decoded, in pixels (a 16k x 16k whole-slide tile is refused; camera frames pass).
+MAX_PIXELS = 64_000_000
+#: File name endings the loaders and ``classify`` treat as images when walking folders.
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".gif", ".webp"})
+
+Source = str | os.PathLike | bytes
+
+
+def is_image_path(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def _open(source: Source, max_pixels: int) -> Image.Image:
+    name = "<bytes>" if isinstance(source, bytes) else str(source)
+    try:
+        if isinstance(source, bytes):
+            if not source:
+                raise ImageError(f"{name}: empty data")
+            fp: io.BytesIO | str = io.BytesIO(source)
+        else:
+            if os.path.isdir(source):
+                raise ImageError(f"{name}: is a directory, not an image")
+            if os.path.getsize(source) == 0:
+                raise ImageError(f"{name}: empty file (0 bytes)")
+            fp = os.fspath(source)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(fp)
+        width, height = img.size
+        if width * height > max_pixels:
+            raise ImageError(
+                f"{name}: {width}x{height} is larger than the limit of {max_pixels:,} pixels "
+                "(possible decompression bomb)"
+            )
+        return img
+    except ImageError:
+        raise
+    except FileNotFoundError as e:
+        raise ImageError(f"{name}: no such file") from e
+    except PermissionError as e:
+        raise ImageError(f"{name}: permission denied") from e
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageError(f"{name}: image too large (possible decompression bomb): {e}") from e
+    except UnidentifiedImageError as e:
+        raise ImageError(f"{name}: not an image, or a format Pillow cannot read") from e
+    except OSError as e:
+        raise ImageError(f"{name}: cannot read: {e}") from e
+
+
+def _to_rgb(img: Image.Image) -> np.ndarray:
+    """Convert any Pillow mode to an H x W x 3 uint8 RGB array."""
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if mode.startswith("I;16") else max(float(arr.max()), 1.0)
+        if mode in ("I", "F") and arr.max() <= 255:
+            top = 255.0
+        gray = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if mode == "RGB":
+        return np.asarray(img, dtype=np.uint8)
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
+        # Alpha is dropped, not composited: the colour channels are what the scanner recorded.
+        return np.asarray(img.convert("RGBA"), dtype=np.uint8)[:, :, :3].copy()
+    return np.asarray(img.convert("RGB"), dtype=np.uint8)
+
+
+def decode_image(source: Source, max_pixels: int = MAX_PIXELS, draft_size: int | None = None) -> np.ndarray:
+    """Decode an image file (or its bytes) to an H x W x 3 uint8 RGB array.
+
+    Handles JPEG, PNG, TIFF (8/16-bit, RGBA), BMP, grayscale, palette and CMYK images and applies
+    the EXIF orientation. ``draft_size`` lets JPEG decode at a reduced scale (1/2, 1/4, 1/8) that
+    still keeps at least that many pixels on the short side. Raises :class:`ImageError` with the
+    file name and the reason on any failure.
+    """
+    img = _open(source, max_pixels)
+    name = "<bytes>" if isinstance(source, bytes) else str(source)
+    try:
+        with img:
+            if draft_size and img.format == "JPEG" and img.mode in ("RGB", "L", "CMYK", "YCbCr"):
+                short = min(img.size)
+                img.draft("RGB", (draft_size * img.size[0] // short, draft_size * img.size[1] // short))
+            img.load()
+            oriented = ImageOps.exif_transpose(img) if img.getexif().get(0x0112, 1) != 1 else img
+            arr = _to_rgb(oriented)
+    except ImageError:
+        raise
+    except (OSError, ValueError, SyntaxError) as e:
+        raise ImageError(f"{name}: corrupt or truncated image: {e}") from e
+    if arr.ndim != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ImageError(f"{name}: decoded to an empty image")
+    return arr
+
+
+def center_square(rgb: np.ndarray) -> np.ndarray:
+    """The largest centred square of an image (a view, no copy)."""
+    h, w = rgb.shape[:2]
+    side = min(h, w)
+    y0 = (h - side) // 2
+    x0 = (w - side) // 2
+    return rgb[y0 : y0 + side, x0 : x0 + side]
+
+
+def to_model_input(rgb: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:
+    """Centre-square-crop and resize an RGB array to the model's size x size x 3 uint8 input."""
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ImageError(f"expected an H x W x 3 RGB array, got shape {rgb.shape}")
+    square = center_square(rgb)
+    if square.shape[0] == size:
+        return np.ascontiguousarray(square, dtype=np.uint8)
+    img = Image.fromarray(np.ascontiguousarray(square, dtype=np.uint8), "RGB")
+    return np.asarray(img.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
+
+
+def load_cell(source: Source, size: int = INPUT_SIZE, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode a single-cell image and return the size x size x 3 uint8 model input.
+
+    JPEGs are decoded at the smallest DCT scale that still has at least ``size`` pixels (about
+    4x faster on the 400x400 training images); training and the edge both use this function, so
+    the model sees the same pixels in both places.
+    """
+    return to_model_input(decode_image(source, max_pixels=max_pixels, draft_size=size), size)
