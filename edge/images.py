@@ -51,6 +51,7 @@ def _open(source: Source, max_pixels: int) -> Image.Image:
             img = Image.open(fp)
         width, height = img.size
         if width * height > max_pixels:
+            img.close()
             raise ImageError(
                 f"{name}: {width}x{height} is larger than the limit of {max_pixels:,} pixels "
                 "(possible decompression bomb)"
@@ -68,6 +69,25 @@ def _open(source: Source, max_pixels: int) -> Image.Image:
         raise ImageError(f"{name}: not an image, or a format Pillow cannot read") from e
     except OSError as e:
         raise ImageError(f"{name}: cannot read: {e}") from e
+    except Exception as e:  # Pillow's header parsers raise many kinds on malformed files
+        raise ImageError(f"{name}: not a readable image: {type(e).__name__}: {e}") from e
+
+
+def _full_scale(mode: str, peak: float) -> float:
+    """The value that maps to white for a high-bit-depth grayscale image.
+
+    A fixed scale per bit depth (not the image's own maximum) so that two images of the same
+    sensor keep their relative brightness: 16-bit data is divided by 65535 whatever it holds.
+    Only 32-bit integer or float data beyond 16 bits falls back to the image's peak.
+    """
+    if mode.startswith("I;16"):
+        return 65535.0
+    if mode == "F" and peak <= 1.0:
+        return 1.0
+    for top in (255.0, 65535.0):
+        if peak <= top:
+            return top
+    return peak
 
 
 def _to_rgb(img: Image.Image) -> np.ndarray:
@@ -75,10 +95,7 @@ def _to_rgb(img: Image.Image) -> np.ndarray:
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if mode.startswith("I;16") else max(float(arr.max()), 1.0)
-        if mode in ("I", "F") and arr.max() <= 255:
-            top = 255.0
-        gray = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        gray = np.clip(arr / _full_scale(mode, float(arr.max())) * 255.0 + 0.5, 0, 255).astype(np.uint8)
         return np.repeat(gray[:, :, None], 3, axis=2)
     if mode == "RGB":
         return np.asarray(img, dtype=np.uint8)
@@ -108,7 +125,9 @@ def decode_image(source: Source, max_pixels: int = MAX_PIXELS, draft_size: int |
             arr = _to_rgb(oriented)
     except ImageError:
         raise
-    except (OSError, ValueError, SyntaxError) as e:
+    except (Image.DecompressionBombError, MemoryError) as e:
+        raise ImageError(f"{name}: image too large to decode: {e}") from e
+    except Exception as e:  # decoders raise OSError, ValueError, SyntaxError, struct.error, EOFError ...
         raise ImageError(f"{name}: corrupt or truncated image: {e}") from e
     if arr.ndim != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
         raise ImageError(f"{name}: decoded to an empty image")
