@@ -16,7 +16,7 @@ set -x
 "$LEUKOEDGE" train --data "$DATA" --out "$WORK/run" --seed 0
 "$LEUKOEDGE" quantize "$WORK/run" --data "$DATA" --out "$WORK/bundle" --name leukonet
 if [ -d "$EXTERNAL" ]; then
-  "$LEUKOEDGE" evaluate --model "$WORK/run" --data "$EXTERNAL" --all-negative --out "$WORK/external"
+  "$LEUKOEDGE" evaluate --model "$WORK/run" --data "$EXTERNAL" --out "$WORK/external"
 fi
 set +x
 python3 tools/finalize_default_model.py "$WORK" edge/models

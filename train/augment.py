@@ -1,0 +1,110 @@
+"""Training-time augmentation and the tf.data input pipeline.
+
+Augmentation runs as TensorFlow ops in the dataset's ``map``, never as layers inside the model, so
+the exported model is exactly LeukoNet and the edge sees no augmentation code. Every random op is a
+stateless op seeded from a seeded stream, so a run with the same seed sees the same augmented images
+(a fresh draw each epoch).
+
+What it varies, and why:
+
+- flips and 90-degree rotations: a cell on a smear has no preferred orientation;
+- brightness, contrast, hue and saturation: May-Gruenwald-Giemsa staining, lamp and camera white
+  balance differ between labs and days, and the model should not key on one lab's colour.
+
+Images stay in the model's input range: raw 0-255 RGB (floats, rounded to whole pixel values, as
+a camera delivers them). Hue and saturation are jittered on a [0, 1] copy and scaled back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Augmentation strengths. ``enabled=False`` passes images through unchanged."""
+
+    enabled: bool = True
+    flips: bool = True
+    rot90: bool = True
+    brightness: float = 0.08  # max additive change on the [0, 1] scale
+    contrast: float = 0.15  # contrast factor in [1 - c, 1 + c]
+    hue: float = 0.03  # max hue shift, fraction of the colour wheel
+    saturation: float = 0.15  # saturation factor in [1 - s, 1 + s]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def augment_image(image: Any, seed: Any, config: AugmentConfig) -> Any:
+    """Augment one H x W x 3 image (uint8 or 0-255 float) with a stateless ``seed`` of shape [2].
+
+    Returns a float32 0-255 image of the same shape.
+    """
+    import tensorflow as tf
+
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=7)
+    x = tf.cast(image, tf.float32) / 255.0
+    if config.flips:
+        x = tf.image.stateless_random_flip_left_right(x, seeds[0])
+        x = tf.image.stateless_random_flip_up_down(x, seeds[1])
+    if config.rot90:
+        k = tf.random.stateless_uniform([], seeds[2], minval=0, maxval=4, dtype=tf.int32)
+        x = tf.image.rot90(x, k)
+    if config.brightness > 0:
+        x = tf.image.stateless_random_brightness(x, config.brightness, seeds[3])
+    if config.contrast > 0:
+        x = tf.image.stateless_random_contrast(x, 1 - config.contrast, 1 + config.contrast, seeds[4])
+    x = tf.clip_by_value(x, 0.0, 1.0)
+    if config.hue > 0:
+        x = tf.image.stateless_random_hue(x, config.hue, seeds[5])
+    if config.saturation > 0:
+        x = tf.image.stateless_random_saturation(x, 1 - config.saturation, 1 + config.saturation, seeds[6])
+    return tf.round(tf.clip_by_value(x, 0.0, 1.0) * 255.0)
+
+
+def make_dataset(
+    x: np.ndarray,
+    y: np.ndarray,
+    batch_size: int = 32,
+    *,
+    augment: AugmentConfig | None = None,
+    shuffle: bool = False,
+    seed: int = 0,
+) -> Any:
+    """A batched ``tf.data.Dataset`` of (float32 0-255 images, float32 labels).
+
+    ``x`` is the N x 64 x 64 x 3 uint8 array in memory (small enough: 1,600 crops are 20 MB).
+    With ``shuffle``, the order is reshuffled every epoch from ``seed``; with ``augment``, every
+    epoch draws new augmentation parameters from a stream seeded by ``seed``.
+    """
+    import tensorflow as tf
+
+    if len(x) != len(y):
+        raise ValueError(f"images ({len(x)}) and labels ({len(y)}) differ in length")
+    labels = np.asarray(y, dtype=np.float32).reshape(-1, 1)
+    ds = tf.data.Dataset.from_tensor_slices((x, labels))
+    if shuffle:
+        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    if augment is not None and augment.enabled:
+        noise = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True).batch(2)
+        ds = tf.data.Dataset.zip((ds, noise))
+
+        def _map(element: tuple[Any, ...], pair: Any) -> tuple[Any, ...]:
+            return (augment_image(element[0], pair, augment), *element[1:])
+
+        ds = ds.map(_map, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    else:
+        ds = ds.map(lambda *e: (tf.cast(e[0], tf.float32), *e[1:]), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def balanced_class_weight(y: np.ndarray) -> dict[int, float]:
+    """Keras ``class_weight`` giving both classes equal total weight: n / (2 * n_class)."""
+    y = np.asarray(y).astype(np.int64).reshape(-1)
+    n = len(y)
+    counts = np.bincount(y, minlength=2)
+    return {c: (float(n) / (2.0 * counts[c]) if counts[c] else 0.0) for c in (0, 1)}
