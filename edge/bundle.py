@@ -113,7 +113,8 @@ def load_bundle(path: str | os.PathLike | None = None, verify_hash: bool = True)
     if not isinstance(version, int) or version != MANIFEST_SCHEMA_VERSION:
         raise BundleError(
             f"{manifest_path}: manifest schema version {version!r} is not supported "
-            f"(this leukoedge reads version {MANIFEST_SCHEMA_VERSION}); upgrade leukoedge or rebuild the bundle"
+            f"(this leukoedge reads version {MANIFEST_SCHEMA_VERSION}); "
+            "upgrade leukoedge or rebuild the bundle"
         )
     tflite_info = manifest["tflite"]
     tflite_path = manifest_path.parent / str(tflite_info.get("file", ""))
@@ -155,6 +156,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a service user must be able to read the model
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
