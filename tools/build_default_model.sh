@@ -16,8 +16,8 @@ set -x
 "$LEUKOEDGE" train --data "$DATA" --out "$WORK/run" --seed 0
 "$LEUKOEDGE" quantize "$WORK/run" --data "$DATA" --out "$WORK/bundle" --name leukonet
 if [ -d "$EXTERNAL" ]; then
-  "$LEUKOEDGE" evaluate --model "$WORK/run" --data "$EXTERNAL" --out "$WORK/external"
+  "$LEUKOEDGE" evaluate --model "$WORK/run" --data "$EXTERNAL" --out "$WORK/external-float"
 fi
 set +x
-python3 tools/finalize_default_model.py "$WORK" edge/models
+"${PYTHON:-python3}" tools/finalize_default_model.py "$WORK" edge/models "$EXTERNAL"
 echo "bundled model written to edge/models/; check 'leukoedge models'"
