@@ -71,11 +71,27 @@ class TensorQuant:
         }
 
 
+def _input_table(spec: TensorQuant) -> np.ndarray | None:
+    """Pixel value -> quantized input value for all 256 values, or None when no mapping is needed.
+
+    A lookup is several times faster than quantizing in floating point per crop, and a uint8
+    input whose scale is 1 to within rounding (calibration saw 0-255) maps every value to itself.
+    """
+    if not (spec.quantized and spec.dtype in (np.uint8, np.int8)):
+        return None
+    info = np.iinfo(spec.dtype)
+    q = np.round(np.arange(256, dtype=np.float64) / spec.scale) + spec.zero_point
+    table = np.clip(q, info.min, info.max).astype(spec.dtype)
+    if spec.dtype == np.uint8 and np.array_equal(table, np.arange(256)):
+        return None
+    return table
+
+
 class _Session:
     """One allocated interpreter with a fixed batch size."""
 
     def __init__(self, runtime: Runtime, model_path: str, num_threads: int | None, batch: int) -> None:
-        self.interpreter = runtime.make_interpreter(model_path, num_threads)
+        self.interpreter = runtime.make_interpreter(model_path, num_threads, batch=batch)
         inp = self.interpreter.get_input_details()
         out = self.interpreter.get_output_details()
         if len(inp) != 1 or len(out) != 1:
@@ -84,16 +100,9 @@ class _Session:
             )
         self.input_index = inp[0]["index"]
         self.output_index = out[0]["index"]
-        if batch != int(inp[0]["shape"][0]):
-            shape = [batch, *[int(s) for s in inp[0]["shape"][1:]]]
-            try:
-                self.interpreter.resize_tensor_input(self.input_index, shape)
-                self.interpreter.allocate_tensors()
-            except (ValueError, RuntimeError) as e:
-                raise ModelError(f"{model_path}: cannot run with batch size {batch}: {e}") from e
         self.batch = batch
-        self.input = TensorQuant.from_details(self.interpreter.get_input_details()[0])
-        self.output = TensorQuant.from_details(self.interpreter.get_output_details()[0])
+        self.input = TensorQuant.from_details(inp[0])
+        self.output = TensorQuant.from_details(out[0])
 
     def run(self, tensor: np.ndarray) -> np.ndarray:
         self.interpreter.set_tensor(self.input_index, tensor)
@@ -127,6 +136,7 @@ class CellClassifier:
             )
         if self.input.dtype not in (np.uint8, np.int8, np.float32, np.float16):
             raise ModelError(f"{bundle.tflite_path}: unsupported input dtype {self.input.dtype}")
+        self._lut = _input_table(self.input)
 
     @property
     def threshold(self) -> float:
@@ -138,14 +148,11 @@ class CellClassifier:
         """Raw RGB uint8 pixels -> the input tensor, using the input tensor's own quantization."""
         if cells.dtype != np.uint8:
             raise ValueError(f"cells must be uint8 RGB pixels, got {cells.dtype}")
-        spec = self.input
-        if spec.dtype == np.uint8 and spec.scale == 1.0 and spec.zero_point == 0:
-            return cells
-        if spec.quantized and spec.dtype in (np.uint8, np.int8):
-            info = np.iinfo(spec.dtype)
-            q = np.round(cells.astype(np.float32) / spec.scale) + spec.zero_point
-            return np.clip(q, info.min, info.max).astype(spec.dtype)
-        return cells.astype(spec.dtype)
+        if self._lut is not None:
+            return self._lut[cells]
+        if self.input.dtype == np.uint8:
+            return np.ascontiguousarray(cells)  # set_tensor refuses strided views
+        return cells.astype(self.input.dtype)
 
     def _postprocess(self, raw: np.ndarray) -> np.ndarray:
         """Output tensor -> p(positive class) as float64, dequantized with the tensor's own parameters."""

@@ -91,7 +91,9 @@ def cli(verbose: int) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: library errors become a one-line message and exit status 2."""
     try:
-        cli.main(args=argv, prog_name="leukoedge", standalone_mode=False)
+        rv = cli.main(args=argv, prog_name="leukoedge", standalone_mode=False)
+        # without standalone mode, click returns the status given to ctx.exit(n)
+        sys.exit(rv if isinstance(rv, int) else 0)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
     except click.Abort:

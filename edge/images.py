@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import logging
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -46,9 +45,10 @@ def _open(source: Source, max_pixels: int) -> Image.Image:
             if os.path.getsize(source) == 0:
                 raise ImageError(f"{name}: empty file (0 bytes)")
             fp = os.fspath(source)
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(fp)
+        # Image.open reads only the header; the size check below refuses a bomb before any
+        # pixel is decoded. (No warnings filter here: catch_warnings is not thread-safe, and
+        # decoding runs in a thread pool.)
+        img = Image.open(fp)
         width, height = img.size
         if width * height > max_pixels:
             img.close()

@@ -6,9 +6,13 @@ is installed (or when asked for by name).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
+import sys
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,17 +44,57 @@ class Runtime:
     version: str
     interpreter_class: Any
 
-    def make_interpreter(self, model_path: str, num_threads: int | None = None) -> Any:
-        """Create and allocate an interpreter, turning runtime failures into :class:`ModelError`."""
+    def make_interpreter(
+        self, model_path: str, num_threads: int | None = None, batch: int | None = None
+    ) -> Any:
+        """Create and allocate an interpreter, turning runtime failures into :class:`ModelError`.
+
+        ``batch`` resizes the first input's leading dimension before allocation. What the native
+        runtime prints meanwhile ("Created TensorFlow Lite XNNPACK delegate ...") goes to the log.
+        """
         kwargs: dict[str, Any] = {"model_path": model_path}
         if num_threads:
             kwargs["num_threads"] = int(num_threads)
         try:
-            interpreter = self.interpreter_class(**kwargs)
-            interpreter.allocate_tensors()
-        except (ValueError, RuntimeError) as e:
+            with native_output_to_log():
+                interpreter = self.interpreter_class(**kwargs)
+                if batch is not None:
+                    details = interpreter.get_input_details()[0]
+                    if int(details["shape"][0]) != batch:
+                        shape = [int(batch), *(int(s) for s in details["shape"][1:])]
+                        interpreter.resize_tensor_input(details["index"], shape)
+                interpreter.allocate_tensors()
+        except (ValueError, RuntimeError, IndexError) as e:
             raise ModelError(f"{model_path}: the {self.name} runtime cannot load this model: {e}") from e
         return interpreter
+
+
+@contextlib.contextmanager
+def native_output_to_log() -> Iterator[None]:
+    """Send what native code writes to file descriptor 2 meanwhile to the log instead.
+
+    TFLite prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." on stderr for every
+    interpreter, which would clutter command output; those INFO lines are logged at debug level,
+    anything else the runtime prints at warning level, so no runtime error is lost.
+    """
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr at all
+        yield
+        return
+    with tempfile.TemporaryFile() as capture:
+        with contextlib.suppress(Exception):
+            sys.stderr.flush()
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            for line in capture.read().decode("utf-8", "replace").splitlines():
+                if line.strip():
+                    logger.log(logging.DEBUG if line.startswith("INFO:") else logging.WARNING, "%s", line)
 
 
 def _version_of(name: str, module: Any) -> str:
@@ -64,8 +108,18 @@ def _version_of(name: str, module: Any) -> str:
 
 
 def _import(name: str) -> Runtime:
-    module = importlib.import_module(RUNTIMES[name])
-    interpreter_class = module.Interpreter
+    path = RUNTIMES[name]
+    module = importlib.import_module(path)
+    interpreter_class = getattr(module, "Interpreter", None)
+    if interpreter_class is None:
+        # The package ``tensorflow.lite`` is not the API namespace ``tf.lite``: walk from the top.
+        api: Any = importlib.import_module(name)
+        try:
+            for part in path.split(".")[1:]:
+                api = getattr(api, part)
+            interpreter_class = api.Interpreter
+        except AttributeError as e:
+            raise ImportError(f"{path} has no Interpreter") from e
     return Runtime(name, _version_of(name, importlib.import_module(name)), interpreter_class)
 
 
