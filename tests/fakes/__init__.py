@@ -1,0 +1,1 @@
+"""Stand-ins for hardware libraries that cannot be installed off the device (picamera2)."""

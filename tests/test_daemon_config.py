@@ -1,0 +1,110 @@
+"""The daemon's configuration: defaults, validation with key paths, the example, and `config check`."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from leukoedge.cli import main
+from leukoedge.daemon.config import (
+    DaemonConfig,
+    apply_overrides,
+    config_from_dict,
+    load_config,
+    render_example,
+)
+from leukoedge.daemon.sources import parse_source_uri
+from leukoedge.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+def test_defaults_without_a_file():
+    config = load_config(None)
+    assert config == DaemonConfig()
+    assert config.pipeline.queue_size == 2
+    assert config.store.crops == "blasts"
+
+
+def test_every_problem_is_reported_with_its_key_path():
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(
+            {
+                "source": {"fps": "fast", "colour": "red"},
+                "tracker": {"aggregate": "max", "min_frames": 0},
+                "camera": {},
+                "http": {"enabled": 1},
+            }
+        )
+    paths = dict(info.value.errors)
+    assert set(paths) == {
+        "source.fps",
+        "source.colour",
+        "tracker.aggregate",
+        "tracker.min_frames",
+        "camera",
+        "http.enabled",
+    }
+    assert paths["source.colour"] == "unknown key"
+    assert "mean_logit" in paths["tracker.aggregate"]
+    assert ">= 1" in paths["tracker.min_frames"]
+
+
+def test_cross_checks():
+    with pytest.raises(ConfigError) as info:
+        config_from_dict({"source": {"main_width": 1920, "backoff_s": 5.0, "backoff_max_s": 1.0}})
+    assert {p for p, _ in info.value.errors} == {"source.main_width", "source.backoff_max_s"}
+
+
+def test_rendered_example_parses_back_to_the_defaults():
+    text = render_example()
+    assert config_from_dict(tomllib.loads(text)) == DaemonConfig()
+    # every key is documented by a comment line above it
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if " = " in line and not line.startswith("#"):
+            assert lines[i - 1].startswith("# "), line
+
+
+def test_overrides_are_validated_like_the_file():
+    config = apply_overrides(DaemonConfig(), {"http.port": 9000, "source.uri": "synthetic://?fps=5"})
+    assert config.http.port == 9000
+    with pytest.raises(ConfigError) as info:
+        apply_overrides(DaemonConfig(), {"http.port": 70000})
+    assert info.value.errors[0][0] == "http.port"
+
+
+def test_source_uri_parameters_override_source_keys():
+    scheme, path, cfg = parse_source_uri("replay:///data/frames?fps=10&loop=1")
+    assert (scheme, path, cfg.fps, cfg.loop) == ("replay", "/data/frames", 10.0, True)
+    scheme, path, cfg = parse_source_uri("v4l2:///dev/video2?width=1280&height=960")
+    assert (scheme, path, cfg.width, cfg.height) == ("v4l2", "/dev/video2", 1280, 960)
+    for bad in ("ftp://x", "synthetic://?speed=fast", "synthetic://?fps=x", "replay:///x?loop=maybe"):
+        with pytest.raises(ConfigError):
+            parse_source_uri(bad)
+
+
+def test_config_check_command(tmp_path, capsys):
+    good = tmp_path / "good.toml"
+    good.write_text('[source]\nuri = "synthetic://?seed=3"\n[store]\ncrops = "all"\n')
+    main(["config", "check", str(good)])
+    assert "good.toml: OK" in capsys.readouterr().out
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[source]\nfps = -1\n[tracker]\nmin_frame = 3\n[store]\ncrops = "some"\n')
+    with pytest.raises(SystemExit) as failed:
+        main(["config", "check", str(bad)])
+    assert failed.value.code == 1
+    err = capsys.readouterr().err
+    assert "source.fps: must be >= 0" in err
+    assert "tracker.min_frame: unknown key" in err
+    assert "store.crops: must be one of all, blasts, none" in err
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[source\n")
+    with pytest.raises(SystemExit) as failed:
+        main(["config", "check", str(broken)])
+    assert failed.value.code == 1
+    assert "not valid TOML" in capsys.readouterr().err

@@ -1,0 +1,147 @@
+"""Tracking counts each cell once, whether the stage is still, panning or jumping; queues keep the newest."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from leukoedge.daemon.config import TrackerConfig
+from leukoedge.daemon.stages import LatestQueue, RateMeter
+from leukoedge.daemon.tracker import Tracker
+
+W, H = 640, 480
+
+
+@dataclass(frozen=True)
+class Det:
+    bbox: tuple[int, int, int, int]
+    center: tuple[float, float]
+    diameter: float
+    touches_edge: bool
+    score: float = 1.0
+
+
+def _detections(cells: np.ndarray, offset: np.ndarray, diameter: float = 40.0) -> list[Det]:
+    out = []
+    r = diameter / 2
+    for cx, cy in cells + offset:
+        if cx + r <= 0 or cy + r <= 0 or cx - r >= W or cy - r >= H:
+            continue
+        x0, y0 = max(0, int(cx - r)), max(0, int(cy - r))
+        x1, y1 = min(W, int(cx + r)), min(H, int(cy + r))
+        edge = x0 <= 2 or y0 <= 2 or x1 >= W - 2 or y1 >= H - 2
+        out.append(Det((x0, y0, x1, y1), (float(cx), float(cy)), diameter, edge))
+    return out
+
+
+def _run(tracker: Tracker, cells: np.ndarray, offsets: list[np.ndarray], skip: set[int] = frozenset()):
+    counted = []
+    for i, off in enumerate(offsets):
+        dets = [d for k, d in enumerate(_detections(cells, off)) if (i, k) not in skip]
+        for track, det in tracker.update(i, float(i), dets):
+            if tracker.is_whole(det) and track.wants_classification(i, tracker.config):
+                tracker.record(track, i, 0.8, det.bbox, np.zeros((64, 64, 3), np.uint8))
+        counted += tracker.collect()
+    counted += tracker.flush()
+    return counted
+
+
+def _slide(n: int, seed: int = 0) -> np.ndarray:
+    """Cell centres on a slide, at least 90 px apart (cells are 40 px across)."""
+    rng = np.random.default_rng(seed)
+    cells: list[np.ndarray] = []
+    while len(cells) < n:
+        p = rng.uniform([0, 0], [3 * W, 3 * H])
+        if all(np.hypot(*(p - q)) > 90 for q in cells):
+            cells.append(p)
+    return np.array(cells)
+
+
+def test_still_stage_counts_each_cell_once():
+    cells = np.array([[100.0, 100.0], [300.0, 200.0], [500.0, 400.0]])
+    counted = _run(Tracker(TrackerConfig(), W, H), cells, [np.zeros(2)] * 50)
+    assert len(counted) == 3
+    assert all(t.whole_frames == 50 and len(t.probs) == 3 for t in counted)
+
+
+def test_panning_and_jumping_stage_counts_each_visible_cell_once():
+    cells = _slide(60)
+    offsets, pos = [], np.zeros(2)
+    rng = np.random.default_rng(1)
+    for _leg in range(12):
+        step = rng.uniform(-30, 30, 2)  # a jump in velocity at every leg
+        for _ in range(15):
+            pos = pos + step
+            offsets.append(-np.clip(-pos, [0, 0], [2 * W, 2 * H]))
+        offsets += [offsets[-1]] * 5  # pause
+    tracker = Tracker(TrackerConfig(min_frames=3, gate=0.6, max_shift=0.25), W, H)
+    counted = _run(tracker, cells, offsets)
+    # truth: cells whole (by the tracker's own definition) in >= 3 frames, once per visit; a new
+    # visit starts after more frames out of view than a track survives
+    expected = 0
+    for c in cells:
+        runs, current, gone = [], 0, 0
+        for off in offsets:
+            dets = _detections(c[None], off)
+            if not dets:
+                gone += 1
+                continue
+            if gone > tracker.config.max_missed:
+                runs.append(current)
+                current = 0
+            current += tracker.is_whole(dets[0])
+            gone = 0
+        runs.append(current)
+        expected += sum(r >= 3 for r in runs)
+    assert expected >= 15
+    assert abs(len(counted) - expected) <= max(1, 0.02 * expected)
+    assert len({t.id for t in counted}) == len(counted)
+
+
+def test_a_missed_detection_does_not_split_a_track():
+    cells = np.array([[200.0, 200.0], [400.0, 250.0]])
+    offsets = [np.array([i * 5.0, 0.0]) for i in range(30)]
+    counted = _run(
+        Tracker(TrackerConfig(max_missed=3), W, H), cells, offsets, skip={(10, 0), (11, 0), (12, 1)}
+    )
+    assert len(counted) == 2
+
+
+def test_cells_cut_by_the_edge_are_never_counted():
+    cells = np.array([[5.0, 200.0], [320.0, 475.0]])  # half out of the frame
+    assert _run(Tracker(TrackerConfig(), W, H), cells, [np.zeros(2)] * 20) == []
+
+
+def test_a_brief_visit_is_counted_at_expiry_or_not_at_all():
+    cells = np.array([[300.0, 200.0]])
+    config = TrackerConfig(min_frames=3, max_classifications=5, max_missed=2)
+    tracker = Tracker(config, W, H)
+    counted = _run(tracker, cells, [np.zeros(2)] * 4 + [np.array([5000.0, 0.0])] * 5)
+    assert len(counted) == 1 and counted[0].whole_frames == 4 and len(counted[0].probs) == 2
+    assert _run(Tracker(config, W, H), cells, [np.zeros(2)] * 2 + [np.array([5000.0, 0.0])] * 5) == []
+
+
+def test_probabilities_aggregate_as_mean_logit_or_mean_p():
+    tracker = Tracker(TrackerConfig(), W, H)
+    track = tracker.update(0, 0.0, _detections(np.array([[100.0, 100.0]]), np.zeros(2)))[0][0]
+    track.probs = [0.9, 0.5, 0.99]
+    mean_logit = 1 / (1 + np.exp(-np.mean(np.log(np.array(track.probs) / (1 - np.array(track.probs))))))
+    assert abs(track.probability("mean_logit") - mean_logit) < 1e-9
+    assert abs(track.probability("mean_p") - np.mean(track.probs)) < 1e-9
+
+
+def test_latest_queue_drops_the_oldest_and_counts():
+    q = LatestQueue(2)
+    assert [q.put(i) for i in range(5)] == [0, 0, 1, 1, 1]
+    assert q.dropped == 3
+    assert [q.get(0), q.get(0), q.get(0)] == [3, 4, None]
+
+
+def test_rate_meter():
+    meter = RateMeter(window_s=2.0)
+    for i in range(21):
+        meter.tick(100.0 + i * 0.1)
+    assert abs(meter.rate(now=102.0) - 10.0) < 0.6
+    assert meter.rate(now=200.0) == 0.0
+    assert meter.total == 21
