@@ -211,12 +211,17 @@ class FieldAnalyzer:
         """All detections, and the model crops of those not cut by the frame border."""
         from leukoedge.crops import extract_crops
 
-        detections = self._detector().detect(frame)
+        detector = self._detector()
+        detections = detector.detect(frame)
         whole = [d for d in detections if not d.touches_edge]
         size = self.contract.size
         if not whole:
             return detections, np.empty((0, size, size, 3), np.uint8)
-        crops = extract_crops(frame, whole, self.contract.crop, size=size, px_per_um=self.config.px_per_um)
+        # Scale mode: the crop covers the training images' area in micrometres (the red-cell ruler),
+        # so small cells stay small; cell mode only where no scale could be measured.
+        crops = extract_crops(
+            frame, whole, self.contract.crop, size=size, px_per_um=detector.measured_px_per_um
+        )
         return detections, crops
 
 

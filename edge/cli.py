@@ -93,7 +93,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         rv = cli.main(args=argv, prog_name="leukoedge", standalone_mode=False)
         # without standalone mode, click returns the status given to ctx.exit(n)
-        sys.exit(rv if isinstance(rv, int) else 0)
+        if isinstance(rv, int) and rv != 0:
+            sys.exit(rv)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
     except click.Abort:

@@ -222,6 +222,19 @@ class CellDetector:
             return float(np.median(self._scales))
         return float(self.config.fallback_px_per_um)
 
+    @property
+    def measured_px_per_um(self) -> float | None:
+        """The scale when it is known (configured or measured on red cells), else None, never the fallback.
+
+        Crops are cut to the training images' physical size only with a known scale; a guessed
+        one would make them wrong in a way nobody sees (see :mod:`leukoedge.crops`).
+        """
+        if self.config.px_per_um is not None:
+            return float(self.config.px_per_um)
+        if self._scales:
+            return float(np.median(self._scales))
+        return None
+
     def calibrate(self, frame: np.ndarray) -> float | None:
         """Measure the scale on one frame and add it to the running estimate."""
         scale = estimate_px_per_um(frame, self.config.min_stain)

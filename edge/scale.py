@@ -51,7 +51,7 @@ def _interpolated_quantile(values: np.ndarray, q: float) -> float:
     Depths are whole erosion steps; interpolating inside the step keeps the ruler from snapping
     to a few discrete scales.
     """
-    counts = np.bincount(values.astype(np.int64))
+    counts = np.bincount(values.astype(np.intp))
     cdf = np.cumsum(counts) / values.size
     k = int(np.searchsorted(cdf, q))
     below = float(cdf[k - 1]) if k > 0 else 0.0

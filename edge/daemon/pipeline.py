@@ -200,8 +200,10 @@ class FrameProcessor:
             sx, sy = frame.scale
             main = [_scaled(d, sx, sy) for _, d in due]
             contract = self.bundle.contract
-            configured = self.detector.config.px_per_um
-            px_per_um = configured * (sx + sy) / 2 if configured else None
+            # the detector's scale (configured, or measured on red cells) keeps crops at the
+            # training images' size in micrometres; None falls back to sizing by the cell
+            measured = self.detector.measured_px_per_um
+            px_per_um = measured * (sx + sy) / 2 if measured else None
             crops = extract_crops(frame.crop_source, main, contract.crop, contract.size, px_per_um)
             probs = self.classifier.predict_proba(crops)
             for (track, _), det, p, crop in zip(due, main, probs, crops, strict=True):
