@@ -81,11 +81,12 @@ def main(work: Path, out_dir: Path, external: Path | None) -> None:
     if external is not None and external.exists():
         ext = external_specificity(CellClassifier(bundle), external)
         manifest["external_evaluation"] = ext
-        worst = min(ext["by_class"].items(), key=lambda kv: kv[1]["specificity"])
+        worst, worst_m = min(ext["by_class"].items(), key=lambda kv: kv[1]["specificity"])
+        overall = ext["overall"]
         limits.insert(
             1,
-            f"On normal cells from another scanner (pbc-external, n={ext['overall']['n']}) specificity "
-            f"was {ext['overall']['specificity']:.3f}, lowest for {worst[0]} ({worst[1]['specificity']:.2f}): "
+            f"On normal cells from another scanner (pbc-external, n={overall['n']}) specificity "
+            f"was {overall['specificity']:.3f}, lowest for {worst} ({worst_m['specificity']:.2f}): "
             "expect false blast calls on cell types and microscopes it was not trained on.",
         )
     manifest["limits"] = limits
