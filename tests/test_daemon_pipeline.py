@@ -245,3 +245,40 @@ def test_a_source_that_cannot_work_fails_at_once(tmp_path, model):
     daemon = Daemon(config)
     assert daemon.run(install_signals=False) == EXIT_CAMERA  # no 5 s back-off: reopening cannot help
     assert "neither a folder of images nor a video" in daemon.exit_reason
+
+
+def test_a_session_stopped_on_the_database_is_followed(tmp_path, model, field_frame):
+    """`leukoedge session stop/start` straight on the database while the daemon runs: the daemon
+    follows the change instead of writing cells into a closed session."""
+    import threading
+    import time
+
+    from leukoedge.daemon.store import Store
+
+    script = Script(field_frame, fps=60)
+    config = daemon_config(tmp_path, model, session__sample_id="FIRST")
+    daemon = Daemon(config, source_factory=lambda c: ScriptedSource(c, script))
+    runner = threading.Thread(target=daemon.run, kwargs={"install_signals": False})
+    runner.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not (daemon.status()["session"] or {}).get("cells") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        first = daemon.status()["session"]
+        assert first["sample_id"] == "FIRST" and first["cells"] >= 1
+        with Store(config.store.state_dir) as other:  # a second connection, as the session CLI opens
+            other.stop_session(other.active_session()["id"])
+            second_id = other.start_session("SECOND")
+        while (daemon.status()["session"] or {}).get("sample_id") != "SECOND" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert daemon.status()["session"]["sample_id"] == "SECOND"
+    finally:
+        daemon.request_stop()
+        runner.join(30)
+    with Store(config.store.state_dir) as store:
+        sessions = {s["sample_id"]: s for s in store.list_sessions()}
+        assert sessions["SECOND"]["id"] == second_id
+        assert sessions["SECOND"]["ended_at"] is not None  # closed by the daemon's clean stop
+        first_end = store.session(sessions["FIRST"]["id"])["ended_at"]
+        late = [c for c in store.session_cells(sessions["FIRST"]["id"]) if c["first_seen_ts"] > first_end]
+        assert first_end is not None and not late

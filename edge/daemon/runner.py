@@ -48,6 +48,9 @@ EXIT_PROCESSING = 4
 _TICK_S = 0.1
 _STATUS_EVERY_S = 2.0
 _STATS_EVERY_S = 10.0
+#: How often the daemon rereads which session is open, so a session started or stopped with
+#: ``leukoedge session`` straight on the database is followed instead of written into after its end.
+_SESSION_SYNC_S = 2.0
 
 
 class Daemon:
@@ -200,7 +203,7 @@ class Daemon:
     def _supervise(self) -> int:
         cfg = self.config
         deadline = time.monotonic() + cfg.pipeline.duration_s if cfg.pipeline.duration_s else math.inf
-        next_status = next_watchdog = next_stats = time.monotonic()
+        next_status = next_watchdog = next_stats = next_sync = time.monotonic()
         stall_flagged = 0.0
         assert self.capture is not None and self.process is not None
         while True:
@@ -233,7 +236,28 @@ class Daemon:
             if now >= next_stats:
                 self._write_frame_stats()
                 next_stats = now + _STATS_EVERY_S
+            if now >= next_sync:
+                self._follow_store_session()
+                next_sync = now + _SESSION_SYNC_S
             self.stop_requested.wait(_TICK_S)
+
+    def _follow_store_session(self) -> None:
+        """Adopt the store's open session when it changed outside the daemon (the session CLI)."""
+        if self.store is None:
+            return
+        try:
+            active = self.store.active_session()
+        except Exception as e:  # a busy or locked database: try again at the next tick
+            logger.debug("cannot read the active session: %s", e)
+            return
+        active_id = None if active is None else int(active["id"])
+        with self._session_lock:
+            current = self._session_id
+        if active_id != current:
+            logger.warning(
+                "the open session changed outside the daemon (%s -> %s); following it", current, active_id
+            )
+            self._set_session(None if active is None else self.store.session(active_id))
 
     def _check_stall(self, now: float, flagged: float) -> float:
         """Close a camera silent for ``stall_timeout_s`` (once per stall); a hung one is fatal."""
