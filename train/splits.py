@@ -23,7 +23,6 @@ SHA-256, so a later evaluation uses the same images and notices when one has cha
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -34,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from leukoedge.bundle import sha256_file
 from leukoedge.contract import CLASS_NAMES
 from leukoedge.errors import DataError
 from leukoedge.train.datasets import Dataset, Record, label_counts
@@ -185,16 +185,8 @@ def file_fingerprint(path: str, with_hash: bool = True) -> dict[str, Any]:
     st = os.stat(path)
     out: dict[str, Any] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
     if with_hash:
-        out["sha256"] = _sha256(path)
+        out["sha256"] = sha256_file(path)
     return out
-
-
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def write_split_manifest(
@@ -280,7 +272,7 @@ def changed_files(entries: Sequence[dict[str, Any]], full_hash: bool = False) ->
         elif (
             "sha256" in e
             and (full_hash or now["mtime_ns"] != e.get("mtime_ns"))
-            and _sha256(p) != e["sha256"]
+            and sha256_file(p) != e["sha256"]
         ):
             changed.append((p, "content changed"))
         elif "sha256" not in e and now["mtime_ns"] != e.get("mtime_ns"):

@@ -9,8 +9,9 @@ not a diagnosis.
 
 from __future__ import annotations
 
-import math
 from typing import Any
+
+from leukoedge import metrics
 
 #: The WHO classification's blast threshold for AML (blasts in blood or marrow), in percent.
 WHO_BLAST_THRESHOLD_PCT = 20.0
@@ -36,16 +37,12 @@ COMPARISON_TEXT = {
 
 
 def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, float]:
-    """Wilson score interval for a proportion, as fractions in [0, 1]; (0, 1) when n is 0."""
+    """Wilson score interval as fractions in [0, 1]; (0, 1) when nothing was counted yet."""
     if n <= 0:
         return (0.0, 1.0)
     if not 0 <= successes <= n:
         raise ValueError(f"successes {successes} not in [0, {n}]")
-    p = successes / n
-    z2 = z * z
-    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
-    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    return metrics.wilson_interval(successes, n, z)
 
 
 def who_comparison(blasts: int, cells: int) -> str:
