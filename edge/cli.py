@@ -33,6 +33,21 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+#: Packages only the training extra brings; commands that need them say how to install them.
+TRAINING_MODULES = ("tensorflow", "keras", "matplotlib")
+#: Command modules that need the training extra.
+TRAINING_PACKAGES = ("leukoedge.train.", "leukoedge.quantize.")
+
+
+def _installed(module: str) -> bool:
+    from importlib.util import find_spec
+
+    try:
+        return find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 class LazyGroup(click.Group):
     """A click group that imports a subcommand's module only when that subcommand is used."""
 
@@ -44,10 +59,13 @@ class LazyGroup(click.Group):
             return None
         target, _ = COMMANDS[cmd_name]
         module_name, attr = target.split(":")
+        if module_name.startswith(TRAINING_PACKAGES) and not _installed("tensorflow"):
+            # say so before any work is done (training decodes its data before importing Keras)
+            return _missing_extra_command(cmd_name, "tensorflow")
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as e:
-            if e.name and e.name.split(".")[0] in ("tensorflow", "keras", "matplotlib"):
+            if e.name and e.name.split(".")[0] in TRAINING_MODULES:
                 return _missing_extra_command(cmd_name, e.name)
             raise
         return getattr(module, attr)
@@ -62,10 +80,12 @@ def _missing_extra_command(name: str, module: str) -> click.Command:
     @click.command(name=name, context_settings={"ignore_unknown_options": True})
     @click.argument("args", nargs=-1, type=click.UNPROCESSED)
     def missing(args: tuple[str, ...]) -> None:
-        raise click.ClickException(
+        error = click.ClickException(
             f"'leukoedge {name}' needs {module}, which is not installed. "
             "Install the training extra: pip install 'leukoedge[train]'"
         )
+        error.exit_code = 2
+        raise error
 
     return missing
 
@@ -105,6 +125,15 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(e.exit_code)
     except LeukoEdgeError as e:
         click.echo(f"Error: {e}", err=True)
+        sys.exit(2)
+    except ModuleNotFoundError as e:
+        if not (e.name and e.name.split(".")[0] in TRAINING_MODULES):
+            raise
+        click.echo(
+            f"Error: this command needs {e.name}, which is not installed. "
+            "Install the training extra: pip install 'leukoedge[train]'",
+            err=True,
+        )
         sys.exit(2)
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)

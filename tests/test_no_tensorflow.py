@@ -97,3 +97,37 @@ def test_import_time_log_has_no_tensorflow(model: str, tmp_path: Path) -> None:
     }
     assert "ai_edge_litert" in imported
     assert not imported & set(HEAVY)
+
+
+def test_training_commands_without_tensorflow_say_what_to_install(tmp_path) -> None:
+    """Where TensorFlow is not installed, `leukoedge train` names the extra instead of a traceback."""
+    import subprocess
+    import sys
+
+    blocker = (
+        "import sys, importlib.abc\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name.split('.')[0] in ('tensorflow', 'keras'):\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from leukoedge.cli import main\n"
+        "main(sys.argv[1:])\n"
+    )
+    import numpy as np
+    from PIL import Image
+
+    data = tmp_path / "data"
+    for cls in ("malignant", "non_malignant"):
+        (data / cls).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(np.full((64, 64, 3), 40 * i, np.uint8)).save(data / cls / f"{i}.png")
+    result = subprocess.run(
+        [sys.executable, "-c", blocker, "train", "--data", str(data), "--out", str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "pip install 'leukoedge[train]'" in result.stderr
+    assert "Traceback" not in result.stderr
