@@ -55,15 +55,16 @@ class Stat:
 
     def scaled(self, factor: float) -> Stat:
         """The same figure in other units (seconds -> milliseconds: 1000)."""
-        return Stat(*(v * factor for v in (self.median, self.p25, self.p75, self.min, self.max)), self.n)
+        m, p25, p75, lo, hi = (v * factor for v in (self.median, self.p25, self.p75, self.min, self.max))
+        return Stat(m, p25, p75, lo, hi, self.n)
 
     def inverted(self, factor: float = 1.0) -> Stat:
         """``factor / x`` of each value (seconds per item -> items per second); quartiles swap."""
-        inv = [
+        m, p25, p75, lo, hi = (
             factor / v if v > 0 else float("inf")
             for v in (self.median, self.p75, self.p25, self.max, self.min)
-        ]
-        return Stat(*inv, self.n)
+        )
+        return Stat(m, p25, p75, lo, hi, self.n)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

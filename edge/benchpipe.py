@@ -113,7 +113,7 @@ def _timed_daemon_class() -> type:
                 self.frames.append(row)
                 return n
 
-            processor.process = timed_process
+            processor.process = timed_process  # type: ignore[method-assign]  # timing wrapper on this instance
 
     return TimedDaemon
 

@@ -294,7 +294,7 @@ class FileClassifier:
         yield from self._flush(pending)
 
     def _flush(self, pending: list[_Prepared]) -> Iterator[dict[str, Any]]:
-        crops = [p.crops for p in pending if p.n_crops]
+        crops = [p.crops for p in pending if p.crops is not None and p.n_crops]
         probs = self.classifier.predict_proba(np.concatenate(crops)) if crops else np.empty(0)
         offset = 0
         for p in pending:

@@ -76,16 +76,20 @@ class LazyGroup(click.Group):
             formatter.write_dl(rows)
 
 
+class _MissingExtraError(click.ClickException):
+    """A command that needs an extra which is not installed: exit status 2, like library errors."""
+
+    exit_code = 2
+
+
 def _missing_extra_command(name: str, module: str) -> click.Command:
     @click.command(name=name, context_settings={"ignore_unknown_options": True})
     @click.argument("args", nargs=-1, type=click.UNPROCESSED)
     def missing(args: tuple[str, ...]) -> None:
-        error = click.ClickException(
+        raise _MissingExtraError(
             f"'leukoedge {name}' needs {module}, which is not installed. "
             "Install the training extra: pip install 'leukoedge[train]'"
         )
-        error.exit_code = 2
-        raise error
 
     return missing
 

@@ -158,7 +158,7 @@ def _section_types() -> dict[str, type]:
 
 def _check_value(f: dataclasses.Field, value: Any) -> tuple[Any, str | None]:
     """Coerce one value to its field's type; return (value, error message or None)."""
-    kind = type(f.default)
+    kind: type[Any] = type(f.default)
     if kind is bool:
         if not isinstance(value, bool):
             return value, f"must be true or false, not {value!r}"
@@ -270,7 +270,7 @@ def render_example(config: DaemonConfig | None = None) -> str:
     ]
     for section in fields(DaemonConfig):
         body = getattr(config, section.name)
-        out += ["", f"# {type(body).__doc__.strip()}", f"[{section.name}]"]
+        out += ["", f"# {(type(body).__doc__ or '').strip()}", f"[{section.name}]"]
         for f in fields(body):
             extra = ""
             if f.metadata["choices"]:

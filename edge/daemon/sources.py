@@ -63,7 +63,7 @@ def _coerce(uri: str, key: str, raw: str) -> Any:
     if key not in known or key == "uri":
         msg = f"unknown parameter {key!r}"
         raise ConfigError(f"source URI {uri!r}: {msg}", [(f"source.uri?{key}", msg)])
-    kind = type(known[key].default)
+    kind: type[Any] = type(known[key].default)
     try:
         if kind is bool:
             if raw.lower() not in _TRUE + _FALSE:
@@ -230,7 +230,7 @@ def _fit(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         return rgb
     from PIL import Image
 
-    return np.asarray(Image.fromarray(rgb).resize(size, Image.BILINEAR))
+    return np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR))
 
 
 def _import_cv2(uri: str) -> Any:

@@ -73,6 +73,13 @@ def validate_sample_id(sample_id: str, note: str = "") -> tuple[str, str]:
     return sample_id, note.replace("\x00", "")
 
 
+def _row_id(cur: sqlite3.Cursor) -> int:
+    """The id of the row an INSERT just made (sqlite3 types ``lastrowid`` as optional)."""
+    if cur.lastrowid is None:
+        raise DataError("the session database gave no id for a new row")
+    return cur.lastrowid
+
+
 class Store:
     """Sessions, counted cells, per-minute frame statistics and cell crops in ``state_dir``."""
 
@@ -190,7 +197,7 @@ class Store:
                 )
         except sqlite3.IntegrityError as e:
             raise SessionError(f"another session is active: {e}") from e
-        session_id = int(cur.lastrowid)
+        session_id = _row_id(cur)
         logger.info("session %d started (sample %r)", session_id, sample_id)
         return session_id
 
@@ -281,7 +288,7 @@ class Store:
                  x0, y0, x1, y1, float(cell.p_malignant), str(cell.label), int(cell.n_classifications),
                  str(cell.model_sha256)),
             )  # fmt: skip
-            cell_id = int(cur.lastrowid)
+            cell_id = _row_id(cur)
             if png is not None:
                 state = self._write_crop(conn, session_id, cell_id, png)
             conn.execute("UPDATE cells SET crop_state = ? WHERE id = ?", (state, cell_id))

@@ -93,7 +93,7 @@ def soft_blob(
     outline in and out by that many pixels, which gives lumpy, irregular shapes cheaply.
     """
     d = np.sqrt(x * x + y * y)
-    limit = radius
+    limit: float | np.ndarray = radius
     if profile is not None:
         limit = radius * outline_radius(np.arctan2(y, x), profile)
     level = limit - d
