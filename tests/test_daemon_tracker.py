@@ -65,38 +65,81 @@ def test_still_stage_counts_each_cell_once():
     assert all(t.whole_frames == 50 and len(t.probs) == 3 for t in counted)
 
 
-def test_panning_and_jumping_stage_counts_each_visible_cell_once():
-    cells = _slide(60)
+def _pan(rng: np.random.Generator, legs: int, max_step: float, pause: int = 5) -> list[np.ndarray]:
+    """Field offsets of a stage that pans in legs (a new velocity each leg) and pauses between them."""
     offsets, pos = [], np.zeros(2)
-    rng = np.random.default_rng(1)
-    for _leg in range(12):
-        step = rng.uniform(-30, 30, 2)  # a jump in velocity at every leg
+    for _leg in range(legs):
+        step = rng.uniform(-max_step, max_step, 2)  # a jump in velocity at every leg
         for _ in range(15):
             pos = pos + step
             offsets.append(-np.clip(-pos, [0, 0], [2 * W, 2 * H]))
-        offsets += [offsets[-1]] * 5  # pause
-    tracker = Tracker(TrackerConfig(min_frames=3, gate=0.6, max_shift=0.25), W, H)
-    counted = _run(tracker, cells, offsets)
-    # truth: cells whole (by the tracker's own definition) in >= 3 frames, once per visit; a new
-    # visit starts after more frames out of view than a track survives
+        offsets += [offsets[-1]] * pause
+    return offsets
+
+
+def _whole_cells(tracker: Tracker, cells: np.ndarray, offsets: list[np.ndarray], min_frames: int = 3) -> int:
+    """Truth: cells whole (by the tracker's own edge rule) in >= min_frames frames, however often
+    the stage brings them back (one cell is one count)."""
     expected = 0
     for c in cells:
-        runs, current, gone = [], 0, 0
-        for off in offsets:
-            dets = _detections(c[None], off)
-            if not dets:
-                gone += 1
-                continue
-            if gone > tracker.config.max_missed:
-                runs.append(current)
-                current = 0
-            current += tracker.is_whole(dets[0])
-            gone = 0
-        runs.append(current)
-        expected += sum(r >= 3 for r in runs)
-    assert expected >= 15
+        dets = [_detections(c[None], off) for off in offsets]
+        expected += sum(tracker.is_whole(d[0]) for d in dets if d) >= min_frames
+    return expected
+
+
+def test_panning_and_jumping_stage_counts_each_cell_once():
+    cells = _slide(60)
+    offsets = _pan(np.random.default_rng(1), legs=12, max_step=30)
+    tracker = Tracker(TrackerConfig(min_frames=3, gate=0.6, max_shift=0.25), W, H)
+    counted = _run(tracker, cells, offsets)
+    expected = _whole_cells(tracker, cells, offsets)
+    assert expected >= 10
     assert abs(len(counted) - expected) <= max(1, 0.02 * expected)
     assert len({t.id for t in counted}) == len(counted)
+
+
+def test_a_cell_the_stage_brings_back_is_counted_once():
+    """Pan away until the track expires, come back: the map recognises the cell, no second count."""
+    # the first two leave on the left and come back; the third stays in view and links the map
+    cells = np.array([[320.0, 240.0], [200.0, 150.0], [900.0, 350.0]])
+    out_and_back = [np.array([-12.0 * k, 0.0]) for k in range(31)]
+    offsets = [np.zeros(2)] * 10 + out_and_back + out_and_back[::-1] + [np.zeros(2)] * 10
+    tracker = Tracker(TrackerConfig(max_missed=3), W, H)
+    counted = _run(tracker, cells, offsets)
+    assert len(counted) == 3
+    assert sorted(len(t.probs) for t in counted) == [3, 3, 3]
+
+
+def test_without_a_linking_cell_the_map_starts_afresh():
+    """All cells out of view long enough for every track to expire: the stage may have gone
+    anywhere, so a cell seen afterwards is not matched against the old map."""
+    tracker = Tracker(TrackerConfig(max_missed=2), W, H)
+    one = np.array([[320.0, 240.0]])
+    for i in range(5):
+        tracker.update(i, float(i), _detections(one, np.zeros(2)))
+    for i in range(5, 9):
+        tracker.update(i, float(i), [])
+    assert len(tracker.retired) == 1 and tracker.tracks == []
+    tracker.update(20, 20.0, _detections(one, np.zeros(2)))
+    assert tracker.retired == [] and tracker.tracks[0].id == 2
+
+
+def test_the_map_follows_a_long_pan_without_drifting():
+    cells = _slide(60, seed=2)
+    offsets = _pan(np.random.default_rng(4), legs=30, max_step=12)
+    tracker = Tracker(TrackerConfig(), W, H)
+    for i, off in enumerate(offsets):
+        tracker.update(i, float(i), _detections(cells, off))
+        assert np.hypot(*(tracker.offset - off)) < 3.0, i
+
+
+def test_cells_entering_at_the_edge_give_the_true_shift():
+    """A cell cut by the edge grows as it enters; its centre alone would halve the stage's speed."""
+    cells = np.array([[660.0, 200.0], [700.0, 300.0]])  # off the right edge, entering
+    tracker = Tracker(TrackerConfig(), W, H)
+    for i in range(6):
+        tracker.update(i, float(i), _detections(cells, np.array([-8.0 * i, 0.0])))
+    assert np.allclose(tracker.velocity, [-8.0, 0.0], atol=1.0)
 
 
 def test_a_missed_detection_does_not_split_a_track():

@@ -83,7 +83,7 @@ class TrackerConfig:
 
     min_frames: int = _key(3, "frames a cell must be fully visible (not cut by the edge) to be counted", lo=1)
     edge_margin: float = _key(
-        0.2,
+        0.25,
         "a whole cell's stained region keeps this far from the edge, as a fraction of its diameter",
         lo=0,
         hi=2,
