@@ -14,7 +14,7 @@ import pytest
 from fake_provider import crop, make_cell
 from PIL import Image
 
-from leukoedge.daemon import crops as cropio
+from leukoedge.daemon import cropfiles as cropio
 from leukoedge.daemon.schema import SCHEMA_VERSION, migrate
 from leukoedge.daemon.store import DB_NAME, NoSuchSession, SessionError, Store
 from leukoedge.daemon.summary import blast_summary, who_comparison, wilson_interval
@@ -148,7 +148,7 @@ def test_failed_crop_write_keeps_the_cell_and_leaves_no_partial_file(
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(cropio.os, "fsync", no_space)
-    with caplog.at_level(logging.WARNING, logger="leukoedge.daemon.crops"):
+    with caplog.at_level(logging.WARNING, logger="leukoedge.daemon.cropfiles"):
         ids = [store.add_cell(sid, make_cell(i, blast=True), crop()) for i in range(3)]
     assert [c["crop_state"] for c in store.session_cells(sid)] == ["failed"] * 3
     assert crop_files(store.state_dir) == []

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from leukoedge.contract import POSITIVE_CLASS
-from leukoedge.daemon import crops as cropio
+from leukoedge.daemon import cropfiles as cropio
 from leukoedge.daemon.schema import migrate
 from leukoedge.daemon.summary import blast_summary
 from leukoedge.daemon.types import CountedCell
