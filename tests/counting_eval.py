@@ -15,7 +15,9 @@ for whole) is the tracker's. The stage path revisits
 parts of the slide, so one cell can pass through the view several times: it is still one cell, and
 a second count of it is a duplicate.
 
-``python tests/counting_eval.py 1 2 3 4 --frames 1200`` prints the table for those seeds.
+``python tests/counting_eval.py 1 2 3 4 --frames 1200`` prints the table for those seeds;
+``--set tracker.edge_rule=margin`` scores the older whole-cell rule (a margin around the stained
+region) instead of the measured cell extent (:mod:`leukoedge.cellextent`).
 """
 
 from __future__ import annotations
@@ -170,6 +172,30 @@ def table(results: list[CountingResult]) -> str:
     return "\n".join(lines)
 
 
+def summary(results: list[CountingResult]) -> str:
+    """The totals' errors in one line: counted against countable and detected-countable cells."""
+    countable = sum(r.countable for r in results)
+    det = sum(r.det_countable for r in results)
+    counted = sum(r.counted for r in results)
+    wrong = sum(r.duplicates + r.false + r.missed for r in results)
+    raw, tracking = counted - countable, counted - det
+    return (
+        f"counted - countable = {raw:+d} ({100 * raw / max(countable, 1):+.1f} %), "
+        f"counted - det_countable = {tracking:+d} ({100 * tracking / max(det, 1):+.1f} %), "
+        f"errors (duplicates + false + missed) = {wrong}"
+    )
+
+
+def _value(text: str) -> Any:
+    """A command-line override value: an int, a float, else the text itself (a choice)."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
 def main(argv: list[str]) -> None:
     import argparse
 
@@ -181,10 +207,11 @@ def main(argv: list[str]) -> None:
     overrides: dict[str, Any] = {}
     for item in args.set:
         key, _, value = item.partition("=")
-        overrides[key] = float(value) if "." in value else int(value)
+        overrides[key] = _value(value)
     config = apply_overrides(DaemonConfig(), overrides)
     results = [evaluate_counting(s, args.frames, config) for s in args.seeds]
     print(table(results))
+    print(summary(results))
     for r in results:
         if r.duplicate_ids:
             print(f"seed {r.seed}: duplicates {r.duplicate_ids}")

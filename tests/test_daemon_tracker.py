@@ -188,3 +188,30 @@ def test_rate_meter():
     assert abs(meter.rate(now=102.0) - 10.0) < 0.6
     assert meter.rate(now=200.0) == 0.0
     assert meter.total == 21
+
+
+def _run_flagged(tracker: Tracker, dets: list[Det], whole: list[bool] | None, frames: int = 12) -> list:
+    counted = []
+    for i in range(frames):
+        for track, det in tracker.update(i, float(i), dets, whole):
+            if tracker.is_whole(det) and track.wants_classification(i, tracker.config):
+                tracker.record(track, i, 0.8, det.bbox, np.zeros((64, 64, 3), np.uint8))
+        counted += tracker.collect()
+    return counted + tracker.flush()
+
+
+def test_whole_flags_given_with_the_detections_decide_over_the_margin():
+    """A cell's measured extent (the flags) overrides the margin around its stained region."""
+    near = Det((585, 200, 630, 245), (607.5, 222.5), 45.0, False)  # 10 px from the edge: margin says cut
+    inside = Det((300, 200, 345, 245), (322.5, 222.5), 45.0, False)  # margin says whole
+    tracker = Tracker(TrackerConfig(), W, H)
+    assert not tracker.is_whole(near) and tracker.is_whole(inside)
+    assert len(_run_flagged(Tracker(TrackerConfig(), W, H), [near], None)) == 0
+    assert len(_run_flagged(Tracker(TrackerConfig(), W, H), [near], [True])) == 1
+    assert len(_run_flagged(Tracker(TrackerConfig(), W, H), [inside], [False])) == 0
+    # the flags hold for the frame they came with only
+    tracker = Tracker(TrackerConfig(), W, H)
+    tracker.update(0, 0.0, [near], [True])
+    assert tracker.is_whole(near)
+    tracker.update(1, 1.0, [near])
+    assert not tracker.is_whole(near)

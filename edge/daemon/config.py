@@ -82,9 +82,15 @@ class TrackerConfig:
     """Following one physical cell across frames, so it is counted once."""
 
     min_frames: int = _key(3, "frames a cell must be fully visible (not cut by the edge) to be counted", lo=1)
+    edge_rule: str = _key(
+        "extent",
+        "whole cell: its nucleus and cytoplasm clear of the frame border (extent), or its stained "
+        "region edge_margin diameters from it (margin)",
+        choices=("extent", "margin"),
+    )
     edge_margin: float = _key(
         0.25,
-        "a whole cell's stained region keeps this far from the edge, as a fraction of its diameter",
+        "edge_rule = margin: how far a whole cell's stained region keeps from the edge, in diameters",
         lo=0,
         hi=2,
     )

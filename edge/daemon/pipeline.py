@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from leukoedge.bundle import ModelBundle
+from leukoedge.cellextent import whole_flags
 from leukoedge.classifier import CellClassifier, ClassifierOptions
 from leukoedge.daemon.config import DaemonConfig, SourceConfig
 from leukoedge.daemon.sources import SourceUnavailable
@@ -190,7 +191,8 @@ class FrameProcessor:
         from leukoedge.crops import extract_crops
 
         detections = self.detector.detect(frame.rgb)
-        assigned = self.tracker.update(frame.index, frame.ts, detections)
+        whole = whole_flags(frame.rgb, detections) if self.tracker.config.edge_rule == "extent" else None
+        assigned = self.tracker.update(frame.index, frame.ts, detections, whole)
         due = [
             (t, d)
             for t, d in assigned

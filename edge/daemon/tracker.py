@@ -22,7 +22,8 @@ sighting continues that track (its id, classifications, and whether it was count
 starting another. Only white cells are landmarks: when every track has expired (a stretch of
 slide without white cells), the stage's path in between is unknown and the map starts afresh.
 
-A track is classified on frames where it is whole (not cut by the frame edge), at most
+A track is classified on frames where it is whole (not cut by the frame edge: the cell's extent,
+nucleus and cytoplasm, measured by :mod:`leukoedge.cellextent`, clear of the border), at most
 ``max_classifications`` times, ``classify_every`` frames apart; it becomes a counted cell once it
 was whole in ``min_frames`` frames and has all its classifications, or when it expires after
 ``max_missed`` unseen frames having been whole in ``min_frames`` frames. A cell that never was whole
@@ -109,6 +110,8 @@ class Tracker:
         self._next_id = int(first_id)
         self._ready: list[Track] = []
         self._last_frame: int | None = None
+        self._frame_detections: list[Any] = []
+        self._whole: dict[int, bool] = {}
 
     # -- association -----------------------------------------------------------------------------
     def _estimate_velocity(self, tracks: list[Track], detections: list[Any], frame_index: int) -> np.ndarray:
@@ -158,8 +161,19 @@ class Tracker:
             out[..., axis] = np.where(at_lo & ~at_hi, b_hi - p_hi, shift)
         return out
 
-    def update(self, frame_index: int, ts: float, detections: list[Any]) -> list[tuple[Track, Any]]:
-        """Match this frame's detections to tracks; return (track, detection) for every detection."""
+    def update(
+        self, frame_index: int, ts: float, detections: list[Any], whole: list[bool] | None = None
+    ) -> list[tuple[Track, Any]]:
+        """Match this frame's detections to tracks; return (track, detection) for every detection.
+
+        ``whole`` says, per detection, whether the whole cell is in the frame (see
+        :func:`leukoedge.cellextent.whole_flags`); without it, the ``edge_margin`` rule decides.
+        """
+        # the flags hold for this frame's detection objects only (kept alive, so ids stay theirs)
+        self._frame_detections = detections
+        self._whole = (
+            {} if whole is None else {id(d): bool(w) for d, w in zip(detections, whole, strict=True)}
+        )
         live = list(self.tracks)
         if not live and detections and self.retired:
             # nothing links these cells to the mapped ones: where the stage went meanwhile is
@@ -268,8 +282,12 @@ class Tracker:
         t.counted = old.counted
 
     def is_whole(self, d: Any) -> bool:
-        """Not cut by the frame edge: the detector says so, and the cytoplasm around the stained
-        region (``edge_margin`` diameters) fits in the frame too."""
+        """Not cut by the frame edge: the flag given with this frame's detections when there is one
+        (the cell's measured extent), else the detector says so and the cytoplasm around the
+        stained region (``edge_margin`` diameters) fits in the frame too."""
+        flag = self._whole.get(id(d))
+        if flag is not None:
+            return flag
         if d.touches_edge:
             return False
         m = self.config.edge_margin * float(d.diameter)
