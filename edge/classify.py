@@ -208,11 +208,22 @@ class FieldAnalyzer:
         return detector
 
     def analyze(self, frame: np.ndarray) -> tuple[list[Any], np.ndarray]:
-        """All detections, and the model crops of those not cut by the frame border."""
+        """All detections, and the model crops of those not cut by the frame border.
+
+        A detection whose whole cell (nucleus and cytoplasm, :mod:`leukoedge.cellextent`) reaches
+        the border comes back with ``touches_edge`` set, even when its nucleus is clear of it.
+        """
+        from dataclasses import replace
+
+        from leukoedge.cellextent import whole_flags
         from leukoedge.crops import extract_crops
 
         detector = self._detector()
         detections = detector.detect(frame)
+        flags = whole_flags(frame, detections)
+        detections = [
+            d if w else replace(d, touches_edge=True) for d, w in zip(detections, flags, strict=True)
+        ]
         whole = [d for d in detections if not d.touches_edge]
         size = self.contract.size
         if not whole:
