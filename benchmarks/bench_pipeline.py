@@ -2,7 +2,7 @@
 
 Runs the real daemon (capture thread, freshest-frame queue, detection, tracking, classification,
 SQLite store) in a fresh process on 640x480 frames of a moving stage with about three white cells
-per field (see :mod:`leukoedge.benchpipe`):
+per field (see :mod:`leukoedge.bench.pipeline`):
 
 - sustained processed frames per second, the source as fast as processing takes frames
   (target >= 240 fps on the development machine);
@@ -21,8 +21,8 @@ from typing import Any
 
 from common import Target, emit, row, with_load
 
-from leukoedge import benchlib as bl
-from leukoedge.benchpipe import PipelineSpec, run_pipeline_child
+from leukoedge.bench import timing as bl
+from leukoedge.bench.pipeline import PipelineSpec, run_pipeline_child
 
 TARGETS = {"fps": Target(">=", 240.0), "peak_rss_mb": Target("<=", 150.0)}
 PLANS = {
@@ -32,7 +32,7 @@ PLANS = {
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from leukoedge.bundle import load_bundle
+    from leukoedge.inference.bundle import load_bundle
 
     plan = PLANS["quick" if args.quick else "full"]
     bundle = load_bundle(args.model)

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from common import Target, emit, find_images, row, with_load
 
-from leukoedge import benchlib as bl
+from leukoedge.bench import timing as bl
 from leukoedge.errors import BundleError
 
 HERE = Path(__file__).resolve().parent
@@ -50,7 +50,7 @@ TARGETS = {
 
 def get_bundle(path: str | None, keras_model: Any, workdir: Path) -> tuple[Any, str]:
     """The int8 bundle: given, else the bundled model, else this Keras model converted here."""
-    from leukoedge.bundle import load_bundle
+    from leukoedge.inference.bundle import load_bundle
 
     if path:
         return load_bundle(path), "given"
@@ -58,8 +58,8 @@ def get_bundle(path: str | None, keras_model: Any, workdir: Path) -> tuple[Any, 
         return load_bundle(None), "bundled model"
     except BundleError:
         pass
-    from leukoedge.bundle import write_bundle
     from leukoedge.contract import InputContract
+    from leukoedge.inference.bundle import write_bundle
     from leukoedge.quantize.convert import convert_int8
     from leukoedge.quantize.representative import CalibrationSet
 
@@ -79,7 +79,7 @@ def get_bundle(path: str | None, keras_model: Any, workdir: Path) -> tuple[Any, 
 
 def list_images(folder: Path | None, limit: int, workdir: Path) -> tuple[list[str], str]:
     """Image paths to classify: the folder's (evenly thinned to ``limit``), else synthetic cells."""
-    from leukoedge.classify import expand_inputs
+    from leukoedge.inference.batch import expand_inputs
 
     if folder is None:
         from leukoedge.synth import write_cell_dataset
@@ -96,8 +96,8 @@ def list_images(folder: Path | None, limit: int, workdir: Path) -> tuple[list[st
 
 def per_image(keras_model: Any, bundle: Any, crop: np.ndarray, threads: int, plan: dict) -> dict[str, list]:
     """Keras predict, Keras call, interpreter floor and wrapper on one image, in interleaved rounds."""
-    from leukoedge.classifier import CellClassifier, ClassifierOptions
-    from leukoedge.runtime import get_runtime
+    from leukoedge.inference.classifier import CellClassifier, ClassifierOptions
+    from leukoedge.inference.runtime import get_runtime
 
     x = crop[None].astype(np.float32)
     classifier = CellClassifier(bundle, ClassifierOptions(num_threads=threads))
@@ -116,8 +116,8 @@ def folder_rate(bundle: Any, paths: list[str], threads: int, passes: int) -> tup
     Also the process's CPU time per image (all threads): what an image costs whatever else runs,
     so ``cores / cost`` bounds the rate this machine would reach with every core free.
     """
-    from leukoedge.classifier import CellClassifier, ClassifierOptions
-    from leukoedge.classify import FileClassifier, InputItem
+    from leukoedge.inference.batch import FileClassifier, InputItem
+    from leukoedge.inference.classifier import CellClassifier, ClassifierOptions
 
     runner = FileClassifier(CellClassifier(bundle, ClassifierOptions(num_threads=threads)))
     items = [InputItem(p) for p in paths]
@@ -147,7 +147,7 @@ def baseline_processes(image: str, keras_path: str | None, runs: int) -> tuple[b
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     plan = PLANS["quick" if args.quick else "full"]
-    from leukoedge.images import load_cell
+    from leukoedge.vision.images import load_cell
 
     with tempfile.TemporaryDirectory(prefix="leukoedge-bench-") as tmp:
         workdir = Path(tmp)
@@ -227,7 +227,7 @@ def report(
         "keras_process_over_cold_start": tf_process.median / cold_s.median,
         "keras_peak_over_classify_peak": tf_peak.median / folder_peak if folder_peak else None,
     }
-    from leukoedge.runtime import get_runtime
+    from leukoedge.inference.runtime import get_runtime
 
     rt = get_runtime()
     return {

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from leukoedge.bench import fmt_num
-from leukoedge.benchlib import Stat, load_average, machine_info
+from leukoedge.bench.suite import fmt_num
+from leukoedge.bench.timing import Stat, load_average, machine_info
 
 REPO = Path(__file__).resolve().parents[1]
 #: The shared real data: LEUKOEDGE_DATA, else ../shared/data beside the checkout (as the tests look).

@@ -35,7 +35,7 @@ def main() -> None:
     t1 = time.perf_counter()
     model = load_model(args.keras_model)
     t2 = time.perf_counter()
-    from leukoedge.images import load_cell
+    from leukoedge.vision.images import load_cell
 
     x = load_cell(args.image)[None].astype("float32")
     p = float(model.predict(x, verbose=0)[0, 0])

@@ -115,8 +115,8 @@ def convert_float16(model: Any) -> bytes:
 
 def io_spec(tflite: bytes) -> IOSpec:
     """Input and output tensor details of a flatbuffer, read with the edge's TFLite runtime."""
-    from leukoedge.classifier import TensorQuant
-    from leukoedge.runtime import get_runtime
+    from leukoedge.inference.classifier import TensorQuant
+    from leukoedge.inference.runtime import get_runtime
 
     try:
         interpreter = get_runtime().interpreter_class(model_content=tflite)
@@ -159,7 +159,7 @@ def tool_versions() -> dict[str, str]:
     import tensorflow as tf
 
     import leukoedge
-    from leukoedge.runtime import get_runtime
+    from leukoedge.inference.runtime import get_runtime
 
     runtime = get_runtime()
     return {

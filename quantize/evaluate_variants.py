@@ -1,7 +1,7 @@
 """Running Keras float and the TFLite variants on the same held-out images, and comparing them.
 
-The TFLite variants run through :class:`leukoedge.classifier.CellClassifier` on crops decoded by
-:func:`leukoedge.images.load_cell`: the wrapper and preprocessing ``leukoedge classify`` and the
+The TFLite variants run through :class:`leukoedge.inference.classifier.CellClassifier` on crops decoded by
+:func:`leukoedge.vision.images.load_cell`: the wrapper and preprocessing ``leukoedge classify`` and the
 daemon use, so the numbers here are the numbers the device gets. The Keras model sees the same
 uint8 arrays as float32.
 """
@@ -18,12 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from leukoedge.bundle import ModelBundle
-from leukoedge.classifier import CellClassifier, ClassifierOptions
 from leukoedge.contract import CLASS_NAMES
 from leukoedge.errors import DataError, ImageError
-from leukoedge.images import load_cell
+from leukoedge.inference.bundle import ModelBundle
+from leukoedge.inference.classifier import CellClassifier, ClassifierOptions
 from leukoedge.metrics import binary_metrics, bootstrap_ci, require_both_classes
+from leukoedge.vision.images import load_cell
 
 logger = logging.getLogger(__name__)
 

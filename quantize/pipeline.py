@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from leukoedge.bundle import ModelBundle, write_bundle
 from leukoedge.errors import DataError, ModelError
+from leukoedge.inference.bundle import ModelBundle, write_bundle
 from leukoedge.quantize import convert
 from leukoedge.quantize import evaluate_variants as ev
 from leukoedge.quantize.debugger import debug_summary, selective_variant
@@ -208,7 +208,7 @@ def _calibration_from_doc(bundle_dir: Path) -> tuple[CalibrationSet | None, dict
         files = doc["files"]
     except (OSError, ValueError, KeyError) as e:
         raise DataError(f"{path}: unreadable calibration manifest: {e}") from e
-    from leukoedge.images import load_cell
+    from leukoedge.vision.images import load_cell
 
     try:
         x = np.stack([load_cell(f["path"]) for f in files])

@@ -37,8 +37,8 @@ from typing import Any
 import numpy as np
 
 from leukoedge import RESEARCH_USE_NOTICE
-from leukoedge.bundle import BUNDLE_KIND, ModelBundle, load_bundle
 from leukoedge.errors import BundleError
+from leukoedge.inference.bundle import BUNDLE_KIND, ModelBundle, load_bundle
 from leukoedge.quantize import evaluate_variants as ev
 
 logger = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 int8 activation ranges are set by what the converter sees here, so the images must look like
 what the device will see: training-split images only (never validation or test), stratified by
-class, drawn with a seed, decoded by :func:`leukoedge.images.load_cell` exactly as the edge
+class, drawn with a seed, decoded by :func:`leukoedge.vision.images.load_cell` exactly as the edge
 decodes them, and fed as raw 0-255 pixels (float32, because the converter wants float).
 """
 
@@ -17,7 +17,7 @@ import numpy as np
 
 from leukoedge.contract import CLASS_NAMES
 from leukoedge.errors import DataError, ImageError
-from leukoedge.images import load_cell
+from leukoedge.vision.images import load_cell
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class CalibrationSet:
             "n": len(self.paths),
             "pool_size": self.pool_size,
             "class_counts": self.class_counts,
-            "preprocessing": "leukoedge.images.load_cell -> uint8 RGB -> float32 0-255",
+            "preprocessing": "leukoedge.vision.images.load_cell -> uint8 RGB -> float32 0-255",
             "range_anchored": self.range_anchored,
             "unreadable": [{"path": p, "error": e} for p, e in self.errors],
             "files": [{"path": p, "label": lab} for p, lab in zip(self.paths, self.labels, strict=True)],

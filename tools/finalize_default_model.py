@@ -18,11 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from leukoedge.bundle import DEFAULT_BUNDLE_NAME, load_bundle, write_bundle
-from leukoedge.classifier import CellClassifier
-from leukoedge.images import load_cell
+from leukoedge.inference.bundle import DEFAULT_BUNDLE_NAME, load_bundle, write_bundle
+from leukoedge.inference.classifier import CellClassifier
 from leukoedge.metrics import wilson_interval
 from leukoedge.train.datasets import load_dataset
+from leukoedge.vision.images import load_cell
 
 REPO = Path(__file__).resolve().parents[1]
 BOOKKEEPING = ("schema_version", "kind", "tflite")

@@ -1,8 +1,8 @@
 """Decoded model inputs, cached on disk so that a second run does not decode the images again.
 
-Each image is decoded by :func:`leukoedge.images.load_cell` (the one decoding path the edge
+Each image is decoded by :func:`leukoedge.vision.images.load_cell` (the one decoding path the edge
 uses too) and stored as raw 64x64x3 bytes under a key made of the file's SHA-256. The cache
-folder name carries a fingerprint of the input contract, of ``leukoedge.images`` itself and of
+folder name carries a fingerprint of the input contract, of ``leukoedge.vision.images`` itself and of
 Pillow's version, so a change to any of them decodes afresh instead of reusing stale pixels; a
 changed file has a new hash and is decoded again. Entries are written to a temporary file and
 renamed, so two runs sharing a cache never read a half-written entry.
@@ -28,11 +28,12 @@ from typing import Any
 import numpy as np
 import PIL
 
-from leukoedge import contract, images
+from leukoedge import contract
 from leukoedge.contract import INPUT_SIZE
 from leukoedge.errors import DataError
-from leukoedge.images import load_cell
 from leukoedge.train.datasets import Record
+from leukoedge.vision import images
+from leukoedge.vision.images import load_cell
 
 logger = logging.getLogger(__name__)
 

@@ -21,7 +21,6 @@ from typing import Any
 
 from leukoedge.contract import CLASS_NAMES
 from leukoedge.errors import DataError
-from leukoedge.images import IMAGE_SUFFIXES, is_image_path
 from leukoedge.train.labels import (
     DEFAULT_TCIA_MAPPING,
     IGNORE,
@@ -30,6 +29,7 @@ from leukoedge.train.labels import (
     format_mapping,
     parse_mapping,
 )
+from leukoedge.vision.images import IMAGE_SUFFIXES, is_image_path
 
 logger = logging.getLogger(__name__)
 

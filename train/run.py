@@ -98,13 +98,13 @@ def measure_geometry(
     logged warning, when the measurement is unavailable or fails.
     """
     try:
-        from leukoedge.crops import measure_crop_geometry
+        from leukoedge.vision.crops import measure_crop_geometry
     except ImportError:
         logger.warning(
-            "leukoedge.crops.measure_crop_geometry is unavailable: recording the default crop geometry"
+            "leukoedge.vision.crops.measure_crop_geometry is unavailable: recording the default crop geometry"
         )
         return CropGeometry(), "default (measurement unavailable)"
-    from leukoedge.images import decode_image
+    from leukoedge.vision.images import decode_image
 
     rng = np.random.default_rng(seed)
     picked = [records[i] for i in sorted(rng.choice(len(records), min(n, len(records)), replace=False))]

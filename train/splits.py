@@ -33,9 +33,9 @@ from typing import Any
 
 import numpy as np
 
-from leukoedge.bundle import sha256_file
 from leukoedge.contract import CLASS_NAMES
 from leukoedge.errors import DataError
+from leukoedge.inference.bundle import sha256_file
 from leukoedge.train.datasets import Dataset, Record, label_counts
 
 logger = logging.getLogger(__name__)

@@ -257,7 +257,9 @@ def emulated_info(args: argparse.Namespace, root: Path, env: dict[str, str]) -> 
 def reference_runtime(args: argparse.Namespace, env: dict[str, str]) -> str:
     """'name version' of the runtime the x86 reference uses."""
     name = None if args.x86_runtime == "auto" else args.x86_runtime
-    code = "import sys; from leukoedge.runtime import get_runtime as g; r = g(sys.argv[1] or None); "
+    code = (
+        "import sys; from leukoedge.inference.runtime import get_runtime as g; r = g(sys.argv[1] or None); "
+    )
     code += "print(r.name, r.version)"
     proc = subprocess.run([args.python, "-c", code, name or ""], capture_output=True, text=True, env=env)
     if proc.returncode != 0:

@@ -1,0 +1,210 @@
+"""The inference wrapper: options -> preprocess -> invoke -> postprocess -> result.
+
+Every caller that runs a TFLite model (``leukoedge classify``, the daemon and the quantization
+report) goes through :class:`CellClassifier`, so the accuracy a report measures is the accuracy
+the device gets. Quantization parameters are read from the interpreter's tensor details, never
+guessed from a dtype.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from leukoedge.errors import ModelError
+from leukoedge.inference.bundle import ModelBundle
+from leukoedge.inference.runtime import Runtime, get_runtime
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ClassifierOptions:
+    """How to run a bundle. ``threshold=None`` uses the bundle's own operating threshold."""
+
+    threshold: float | None = None
+    runtime: str | None = None
+    num_threads: int | None = 1
+    #: Crops per invoke for large inputs; smaller remainders run one by one on a batch-1 interpreter.
+    batch_size: int = 32
+
+
+@dataclass(frozen=True)
+class CellResult:
+    label: str
+    p_malignant: float
+    threshold: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "p_malignant": round(self.p_malignant, 6), "threshold": self.threshold}
+
+
+@dataclass(frozen=True)
+class TensorQuant:
+    """dtype, shape and affine quantization of one tensor, as the interpreter reports them."""
+
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    scale: float
+    zero_point: int
+
+    @classmethod
+    def from_details(cls, details: dict[str, Any]) -> TensorQuant:
+        scale, zero_point = details.get("quantization", (0.0, 0))
+        return cls(
+            np.dtype(details["dtype"]), tuple(int(s) for s in details["shape"]), float(scale), int(zero_point)
+        )
+
+    @property
+    def quantized(self) -> bool:
+        return self.scale != 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dtype": self.dtype.name,
+            "shape": list(self.shape),
+            "scale": self.scale,
+            "zero_point": self.zero_point,
+        }
+
+
+def _input_table(spec: TensorQuant) -> np.ndarray | None:
+    """Pixel value -> quantized input value for all 256 values, or None when no mapping is needed.
+
+    A lookup is several times faster than quantizing in floating point per crop, and a uint8
+    input whose scale is 1 to within rounding (calibration saw 0-255) maps every value to itself.
+    """
+    if not (spec.quantized and spec.dtype in (np.uint8, np.int8)):
+        return None
+    info = np.iinfo(spec.dtype)
+    q = np.round(np.arange(256, dtype=np.float64) / spec.scale) + spec.zero_point
+    table = np.clip(q, info.min, info.max).astype(spec.dtype)
+    if spec.dtype == np.uint8 and np.array_equal(table, np.arange(256)):
+        return None
+    return table
+
+
+class _Session:
+    """One allocated interpreter with a fixed batch size."""
+
+    def __init__(self, runtime: Runtime, model_path: str, num_threads: int | None, batch: int) -> None:
+        self.interpreter = runtime.make_interpreter(model_path, num_threads, batch=batch)
+        inp = self.interpreter.get_input_details()
+        out = self.interpreter.get_output_details()
+        if len(inp) != 1 or len(out) != 1:
+            raise ModelError(
+                f"{model_path}: expected one input and one output, got {len(inp)} and {len(out)}"
+            )
+        self.input_index = inp[0]["index"]
+        self.output_index = out[0]["index"]
+        self.batch = batch
+        self.input = TensorQuant.from_details(inp[0])
+        self.output = TensorQuant.from_details(out[0])
+
+    def run(self, tensor: np.ndarray) -> np.ndarray:
+        self.interpreter.set_tensor(self.input_index, tensor)
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self.output_index)
+
+
+class CellClassifier:
+    """Classifies 64x64 RGB uint8 cell crops with a verified model bundle.
+
+    The interpreter is created once and reused. Not thread-safe: give each thread its own.
+    """
+
+    def __init__(self, bundle: ModelBundle, options: ClassifierOptions | None = None) -> None:
+        self.bundle = bundle
+        self.options = options or ClassifierOptions()
+        self.contract = bundle.contract
+        self.runtime = get_runtime(self.options.runtime)
+        self._single = _Session(self.runtime, str(bundle.tflite_path), self.options.num_threads, 1)
+        self._batched: _Session | None = None
+        self.input = self._single.input
+        self.output = self._single.output
+        expected = (1, self.contract.size, self.contract.size, self.contract.channels)
+        if self.input.shape != expected:
+            raise ModelError(
+                f"{bundle.tflite_path}: input shape {self.input.shape} is not the contract's {expected}"
+            )
+        if self.output.shape not in ((1, 1), (1,)):
+            raise ModelError(
+                f"{bundle.tflite_path}: output shape {self.output.shape} is not one sigmoid probability"
+            )
+        if self.input.dtype not in (np.uint8, np.int8, np.float32, np.float16):
+            raise ModelError(f"{bundle.tflite_path}: unsupported input dtype {self.input.dtype}")
+        self._lut = _input_table(self.input)
+
+    @property
+    def threshold(self) -> float:
+        t = self.options.threshold
+        return self.contract.threshold if t is None else float(t)
+
+    # -- stages -------------------------------------------------------------------------------
+    def _preprocess(self, cells: np.ndarray) -> np.ndarray:
+        """Raw RGB uint8 pixels -> the input tensor, using the input tensor's own quantization."""
+        if cells.dtype != np.uint8:
+            raise ValueError(f"cells must be uint8 RGB pixels, got {cells.dtype}")
+        if self._lut is not None:
+            return self._lut[cells]
+        if self.input.dtype == np.uint8:
+            return np.ascontiguousarray(cells)  # set_tensor refuses strided views
+        return cells.astype(self.input.dtype)
+
+    def _postprocess(self, raw: np.ndarray) -> np.ndarray:
+        """Output tensor -> p(positive class) as float64, dequantized with the tensor's own parameters."""
+        spec = self.output
+        values = raw.reshape(-1).astype(np.float64)
+        if spec.quantized:
+            values = (values - spec.zero_point) * spec.scale
+        return np.clip(values, 0.0, 1.0)
+
+    def _session_for(self, n: int) -> _Session:
+        if n == 1:
+            return self._single
+        if self._batched is None:
+            self._batched = _Session(
+                self.runtime, str(self.bundle.tflite_path), self.options.num_threads, self.options.batch_size
+            )
+        return self._batched
+
+    # -- public API -----------------------------------------------------------------------------
+    def predict_proba(self, cells: np.ndarray) -> np.ndarray:
+        """p(positive) for an N x size x size x 3 uint8 array (or one size x size x 3 crop)."""
+        cells = np.asarray(cells)
+        if cells.ndim == 3:
+            cells = cells[None]
+        size = self.contract.size
+        if cells.shape[1:] != (size, size, 3):
+            raise ValueError(f"cells must be N x {size} x {size} x 3, got {cells.shape}")
+        n = len(cells)
+        out = np.empty(n, dtype=np.float64)
+        b = self.options.batch_size
+        full = (n // b) * b if b > 1 else 0
+        for start in range(0, full, b):
+            session = self._session_for(b)
+            out[start : start + b] = self._postprocess(
+                session.run(self._preprocess(cells[start : start + b]))
+            )
+        for i in range(full, n):
+            out[i] = self._postprocess(self._single.run(self._preprocess(cells[i : i + 1])))[0]
+        return out
+
+    def classify(self, cells: np.ndarray) -> list[CellResult]:
+        """Labels and probabilities for N crops at the configured threshold."""
+        t = self.threshold
+        return [
+            CellResult(self.contract.label_for(float(p), t), float(p), t) for p in self.predict_proba(cells)
+        ]
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "runtime": self.runtime.name,
+            "runtime_version": self.runtime.version,
+            "num_threads": self.options.num_threads,
+            "input": self.input.to_dict(),
+            "output": self.output.to_dict(),
+        }
