@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import re
 from pathlib import Path
@@ -86,8 +85,6 @@ def test_state_dir_from_the_environment_and_help(tmp_path: Path, monkeypatch) ->
 
 
 def test_the_top_level_cli_reaches_the_session_group() -> None:
-    if importlib.util.find_spec("leukoedge.cli.daemon") is None:
-        pytest.skip("leukoedge.cli.daemon is not there yet")
     result = CliRunner().invoke(cli, ["session", "--help"])
     assert result.exit_code == 0 and "export" in result.output
 

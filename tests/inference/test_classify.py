@@ -22,6 +22,7 @@ from leukoedge.cli.classify import classify_cmd, models_cmd
 from leukoedge.errors import DataError
 from leukoedge.inference.batch import InputItem, expand_inputs
 from leukoedge.inference.bundle import write_bundle
+from leukoedge.synth.field import render_field
 
 CELL_KEYS = {"path", "ok", "label", "p_malignant", "threshold"}
 FIELD_KEYS = {"path", "ok", "width", "height", "threshold", "cells"}
@@ -294,7 +295,6 @@ def _check_field_record(r: dict) -> None:
 
 
 def test_field_on_real_bccd_frames(model: str, bccd_dir: Path, tmp_path: Path) -> None:
-    pytest.importorskip("leukoedge.vision.crops")
     frames = sorted((bccd_dir / "JPEGImages").glob("*.jpg"))[:4]
     code, lines, _ = invoke("--model", model, "--field", "--annotate", str(tmp_path), *map(str, frames))
     assert code == 0 and len(lines) == len(frames)
@@ -310,11 +310,9 @@ def test_field_on_real_bccd_frames(model: str, bccd_dir: Path, tmp_path: Path) -
 
 
 def test_field_on_synthetic_frames_against_truth(model: str, tmp_path: Path) -> None:
-    synth_field = pytest.importorskip("leukoedge.synth.field")
-    pytest.importorskip("leukoedge.vision.crops")
     truths = {}
     for seed in range(3):
-        rgb, truth = synth_field.render_field(640, 480, seed=seed, n_cells=3, px_per_um=6.0)
+        rgb, truth = render_field(640, 480, seed=seed, n_cells=3, px_per_um=6.0)
         path = tmp_path / f"field{seed}.png"
         Image.fromarray(rgb).save(path)
         truths[str(path)] = truth
@@ -333,7 +331,6 @@ def test_field_on_synthetic_frames_against_truth(model: str, tmp_path: Path) -> 
 
 
 def test_field_with_no_cells_and_table(model: str, tmp_path: Path) -> None:
-    pytest.importorskip("leukoedge.vision.crops")
     blank = np.full((240, 320, 3), 230, np.uint8)
     Image.fromarray(blank).save(tmp_path / "blank.png")
     code, lines, _ = invoke("--model", model, "--field", str(tmp_path / "blank.png"))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 import numpy as np
@@ -11,21 +10,12 @@ from PIL import Image
 
 from leukoedge.contract import INPUT_SIZE, RBC_DIAMETER_UM, CropGeometry
 from leukoedge.errors import ConfigError, DataError, ImageError
+from leukoedge.synth import render_field
 from leukoedge.vision.crops import central_detection, crop_square, extract_crops, measure_crop_geometry
 from leukoedge.vision.detect import CellDetector, Detection, DetectorConfig, estimate_px_per_um
 from leukoedge.vision.detect_eval import evaluate_on_voc, match_detections, read_voc_boxes
 from leukoedge.vision.images import decode_image, load_cell
 from leukoedge.vision.segment import background_colour, fill_holes, label_runs
-
-
-def _render_field():
-    try:
-        synth = importlib.import_module("leukoedge.synth")
-        if hasattr(synth, "render_field"):
-            return synth.render_field
-        return importlib.import_module("leukoedge.synth.field").render_field
-    except (ImportError, AttributeError):
-        pytest.skip("synthetic microscope not available")
 
 
 def _frame(bccd_dir: Path, stem: str) -> tuple[np.ndarray, list]:
@@ -127,7 +117,6 @@ def test_detection_scales_with_the_image(bccd_dir):
 
 
 def test_synthetic_fields_recall():
-    render_field = _render_field()
     cells = hits = false = 0
     for seed in range(2000, 2030):
         rgb, truth = render_field(640, 480, seed=seed, n_cells=3)
@@ -140,7 +129,6 @@ def test_synthetic_fields_recall():
 
 
 def test_synthetic_red_cells_alone():
-    render_field = _render_field()
     false = sum(len(CellDetector().detect(render_field(640, 480, seed=s, kinds=[])[0])) for s in range(20))
     assert false <= 2
 
