@@ -14,7 +14,13 @@ import logging
 from dataclasses import replace
 from typing import Any
 
-from leukoedge.inference.manifest import AlternativeThreshold, BundleManifest, ModelRecord, ThresholdRecord
+from leukoedge.inference.manifest import (
+    AlternativeThreshold,
+    BundleManifest,
+    ModelRecord,
+    ThresholdRecord,
+    rule_key,
+)
 from leukoedge.metrics import snap_threshold
 from leukoedge.quantize.convert import IOSpec
 from leukoedge.quantize.source import RunSource
@@ -33,16 +39,18 @@ def threshold_record(
     scale = float(int8_output["scale"])
     zero_point = int(int8_output["zero_point"])
     rule = thresholds.get("operating_rule")
+    own = rule_key(rule, thresholds)
     alternatives = {
         name: AlternativeThreshold(value, snap_threshold(value, scale, zero_point))
         for name, value in thresholds.items()
-        if isinstance(value, float) and name not in ("operating", rule)
+        if isinstance(value, float) and name not in ("operating", own)
     }
     record = ThresholdRecord(
         rule=rule,
         chosen_on=thresholds.get("chosen_on"),
         grid={"scale": scale, "zero_point": zero_point, "dtype": int8_output["dtype"]},
         alternatives=alternatives,
+        rule_key=own if own != rule else None,
     )
     return snap_threshold(float(thresholds["operating"]), scale, zero_point), record
 

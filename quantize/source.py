@@ -14,6 +14,7 @@ import json
 import logging
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ class RunSource:
     split_manifest: Path | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
 
-    @property
+    @cached_property
     def contract(self) -> InputContract:
         """The input contract the run recorded (threshold, crop geometry), or the defaults."""
         if self.run is None:

@@ -69,9 +69,12 @@ class ThresholdRecord:
     chosen_on: str | None = None
     grid: dict[str, Any] | None = None
     alternatives: dict[str, AlternativeThreshold] = field(default_factory=dict)
+    #: The name the rule's value goes by among a run's thresholds when it is not the rule's own
+    #: (``sensitivity_at_0.95`` for the rule ``sensitivity``); kept so it is not stored twice.
+    rule_key: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        doc = {
             "rule": self.rule,
             "chosen_on": self.chosen_on,
             "grid": self.grid,
@@ -79,6 +82,7 @@ class ThresholdRecord:
                 k: {"value": a.value, "snapped": a.snapped} for k, a in self.alternatives.items()
             },
         }
+        return doc if self.rule_key is None else {**doc, "rule_key": self.rule_key}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ThresholdRecord:
@@ -88,7 +92,16 @@ class ThresholdRecord:
             )
             for k, a in (data.get("alternatives") or {}).items()
         }
-        return cls(data.get("rule"), data.get("chosen_on"), data.get("grid"), alternatives)
+        return cls(
+            data.get("rule"), data.get("chosen_on"), data.get("grid"), alternatives, data.get("rule_key")
+        )
+
+
+def rule_key(rule: str | None, names: Any) -> str | None:
+    """Which of ``names`` holds the operating rule's own value: the rule, or the rule at a target."""
+    if rule is None:
+        return None
+    return next((n for n in names if n == rule or str(n).startswith(f"{rule}_at_")), None)
 
 
 @dataclass(frozen=True)
@@ -235,19 +248,18 @@ def _v1_thresholds(old: Mapping[str, Any]) -> dict[str, Any]:
     rule = old.get("operating_rule")
     recorded = old.get("snapped")
     snapped: Mapping[str, Any] = recorded if isinstance(recorded, Mapping) else {}
+    own = rule_key(rule, old)
     alternatives = {
         name: {"value": float(value), "snapped": snapped.get(name)}
         for name, value in old.items()
-        if name != "operating"
-        and name != rule
-        and isinstance(value, int | float)
-        and not isinstance(value, bool)
+        if name not in ("operating", own) and isinstance(value, int | float) and not isinstance(value, bool)
     }
     return {
         "rule": rule,
         "chosen_on": old.get("chosen_on"),
         "grid": old.get("grid"),
         "alternatives": alternatives,
+        "rule_key": own if own != rule else None,
     }
 
 

@@ -86,8 +86,9 @@ def _thresholds(m: BundleManifest) -> dict[str, Any] | None:
     contract = m.contract
     raw: dict[str, Any] = {"operating": contract.threshold}
     snapped: dict[str, Any] = {"operating": contract.threshold_snapped}
-    if record.rule:
-        raw[record.rule], snapped[record.rule] = contract.threshold, contract.threshold_snapped
+    own = record.rule_key or record.rule
+    if own:
+        raw[own], snapped[own] = contract.threshold, contract.threshold_snapped
     for name, alt in record.alternatives.items():
         raw[name], snapped[name] = alt.value, alt.snapped
     view = {**raw, "chosen_on": record.chosen_on, "grid": record.grid, "operating_rule": record.rule}

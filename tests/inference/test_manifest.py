@@ -120,3 +120,24 @@ def test_future_schema_version_is_refused_clearly() -> None:
         BundleError, match=r"schema version 3 is not supported .*reads versions 1 to 2.*upgrade"
     ):
         manifest_from_dict(doc, "future.json")
+
+
+def test_sensitivity_rule_keeps_its_threshold_once_and_describes_as_before(v1_bundle: Path) -> None:
+    doc = json.loads(v1_bundle.read_text())
+    op, snapped = (
+        doc["thresholds"]["sensitivity_at_0.95"],
+        doc["thresholds"]["snapped"]["sensitivity_at_0.95"],
+    )
+    doc["thresholds"].update(operating=op, operating_rule="sensitivity")
+    doc["thresholds"]["snapped"]["operating"] = snapped
+    doc["input_contract"]["threshold"] = snapped
+    v1_view = dict(doc["thresholds"])
+    v1_bundle.write_text(json.dumps(doc))
+    bundle = load_bundle(v1_bundle)
+    record = bundle.manifest.thresholds
+    assert record is not None and record.rule == "sensitivity" and record.rule_key == "sensitivity_at_0.95"
+    assert list(record.alternatives) == ["youden"] and bundle.threshold == snapped == 0.93359375
+    assert bundle.contract.threshold == op
+    again = manifest_from_dict(bundle.manifest.to_dict(), "again")
+    assert again == bundle.manifest
+    assert describe_bundle(bundle, probe=False)["thresholds"] == v1_view
