@@ -28,8 +28,9 @@ POSITIVE_CLASS = "malignant"
 #: Threshold on p(positive) used when a bundle does not choose one (it always should).
 DEFAULT_THRESHOLD = 0.5
 
-#: Version of the bundle manifest schema. The edge refuses manifests of another major version.
-MANIFEST_SCHEMA_VERSION = 1
+#: Version of the bundle manifest schema. The edge reads this one and converts older ones; it refuses
+#: newer ones, whose meaning it cannot know.
+MANIFEST_SCHEMA_VERSION = 2
 
 #: Typical diameter of a red blood cell in micrometres: the ruler for self-calibrating scale.
 RBC_DIAMETER_UM = 7.5
@@ -80,19 +81,29 @@ class InputContract:
     positive_class: str = POSITIVE_CLASS
     threshold: float = DEFAULT_THRESHOLD
     crop: CropGeometry = field(default_factory=CropGeometry)
+    #: ``threshold`` moved onto an int8 model's output grid, so the device compares against a value
+    #: its output can take (same decisions); None for a float model straight from training.
+    threshold_snapped: float | None = None
+
+    @property
+    def decision_threshold(self) -> float:
+        """The threshold scores are compared against: the snapped one when the model has a grid."""
+        return self.threshold if self.threshold_snapped is None else self.threshold_snapped
 
     @property
     def negative_class(self) -> str:
         return next(c for c in self.class_names if c != self.positive_class)
 
     def label_for(self, p_positive: float, threshold: float | None = None) -> str:
-        t = self.threshold if threshold is None else threshold
+        t = self.decision_threshold if threshold is None else threshold
         return self.positive_class if p_positive >= t else self.negative_class
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["class_names"] = list(self.class_names)
         d["crop"] = self.crop.to_dict()
+        if self.threshold_snapped is None:
+            del d["threshold_snapped"]
         return d
 
     @classmethod
@@ -100,6 +111,7 @@ class InputContract:
         crop = CropGeometry.from_dict(data.get("crop", {}))
         names = tuple(data.get("class_names", CLASS_NAMES))
         positive = data.get("positive_class", POSITIVE_CLASS)
+        snapped = data.get("threshold_snapped")
         if len(names) != 2 or positive not in names:
             raise ValueError(f"class_names {list(names)} must be two names including {positive!r}")
         return cls(
@@ -111,4 +123,5 @@ class InputContract:
             positive_class=positive,
             threshold=float(data.get("threshold", DEFAULT_THRESHOLD)),
             crop=crop,
+            threshold_snapped=None if snapped is None else float(snapped),
         )

@@ -4,6 +4,7 @@ Thresholds are chosen on the validation split during training; here each one is 
 int8 model's output grid (:func:`leukoedge.metrics.snap_threshold`) so that the threshold the
 device compares against is a value its uint8 output can take, without changing any decision.
 All three variants carry the same snapped operating threshold, so they are compared at one rule.
+The manifest stores it once, in the input contract, beside the value chosen on validation.
 """
 
 from __future__ import annotations
@@ -13,33 +14,49 @@ import logging
 from dataclasses import replace
 from typing import Any
 
-from leukoedge.contract import InputContract
+from leukoedge.inference.manifest import (
+    AlternativeThreshold,
+    BundleManifest,
+    ModelRecord,
+    ThresholdRecord,
+    rule_key,
+)
 from leukoedge.metrics import snap_threshold
 from leukoedge.quantize.convert import IOSpec
 from leukoedge.quantize.source import RunSource
 
 logger = logging.getLogger(__name__)
 
-MODEL_VERSION_FALLBACK = "unversioned"
 
+def threshold_record(
+    thresholds: dict[str, Any], int8_output: dict[str, Any]
+) -> tuple[float, ThresholdRecord]:
+    """(operating threshold snapped to the int8 output grid, the record of how it was chosen).
 
-def snapped_thresholds(thresholds: dict[str, Any], int8_output: dict[str, Any]) -> dict[str, Any]:
-    """The run's thresholds plus each one snapped to the int8 output grid."""
+    ``thresholds`` is :meth:`RunSource.thresholds`: the operating value, its rule, and the other
+    rules' values; each is snapped, the others kept as alternatives for reference.
+    """
     scale = float(int8_output["scale"])
     zero_point = int(int8_output["zero_point"])
-    values = {k: v for k, v in thresholds.items() if isinstance(v, float)}
-    return {
-        **thresholds,
-        "snapped": {k: snap_threshold(v, scale, zero_point) for k, v in values.items()},
-        "grid": {"scale": scale, "zero_point": zero_point, "dtype": int8_output["dtype"]},
+    rule = thresholds.get("operating_rule")
+    own = rule_key(rule, thresholds)
+    alternatives = {
+        name: AlternativeThreshold(value, snap_threshold(value, scale, zero_point))
+        for name, value in thresholds.items()
+        if isinstance(value, float) and name not in ("operating", own)
     }
+    record = ThresholdRecord(
+        rule=rule,
+        chosen_on=thresholds.get("chosen_on"),
+        grid={"scale": scale, "zero_point": zero_point, "dtype": int8_output["dtype"]},
+        alternatives=alternatives,
+        rule_key=own if own != rule else None,
+    )
+    return snap_threshold(float(thresholds["operating"]), scale, zero_point), record
 
 
 def model_version(source: RunSource) -> str:
-    """The run's own version or id, else the first 12 hex digits of the Keras file's sha256."""
-    for key in ("model_version", "version", "run_id"):
-        if isinstance(source.run.get(key), str | int):
-            return str(source.run[key])
+    """The first 12 hex digits of the Keras file's sha256: a run records no version of its own."""
     return f"sha256:{keras_sha256(source)[:12]}"
 
 
@@ -54,36 +71,37 @@ def build_manifest(
     source: RunSource,
     spec: IOSpec,
     thresholds: dict[str, Any],
+    int8_output: dict[str, Any],
     versions: dict[str, str],
     commands: dict[str, str | None],
     calibration: dict[str, Any] | None,
     architecture: dict[str, Any],
-) -> dict[str, Any]:
-    """A variant's manifest (without the bookkeeping keys :func:`write_bundle` fills in)."""
-    contract: InputContract = source.contract
-    operating = thresholds["snapped"]["operating"]
-    contract = replace(contract, threshold=operating)
-    return {
-        "model": {
-            "name": name,
-            "version": model_version(source),
-            "variant": variant,
-            **architecture,
-            "source": {
-                "keras_file": str(source.model_path),
-                "keras_sha256": keras_sha256(source),
-                "run_dir": str(source.run_dir) if source.run_dir else None,
-                "split_manifest": str(source.split_manifest) if source.split_manifest else None,
+) -> BundleManifest:
+    """A variant's manifest; :func:`write_bundle` adds the flatbuffer's record."""
+    snapped, record = threshold_record(thresholds, int8_output)
+    contract = replace(source.contract, threshold=float(thresholds["operating"]), threshold_snapped=snapped)
+    return BundleManifest(
+        model=ModelRecord(
+            name=name,
+            variant=variant,
+            version=model_version(source),
+            provenance={
+                **architecture,
+                "source": {
+                    "keras_file": str(source.model_path),
+                    "keras_sha256": keras_sha256(source),
+                    "run_dir": str(source.run_dir) if source.run_dir else None,
+                    "split_manifest": str(source.split_manifest) if source.split_manifest else None,
+                },
             },
-        },
-        "input_contract": contract.to_dict(),
-        "input": spec.input,
-        "output": spec.output,
-        "thresholds": thresholds,
-        "training_data": source.data_summary(),
-        "class_mapping": source.class_mapping(),
-        "versions": versions,
-        "commands": commands,
-        "calibration": calibration,
-        "research_use_only": True,
-    }
+        ),
+        contract=contract,
+        input=spec.input,
+        output=spec.output,
+        thresholds=record,
+        training_data=source.data_summary(),
+        class_mapping=source.class_mapping(),
+        versions=versions,
+        commands=commands,
+        calibration=calibration,
+    )

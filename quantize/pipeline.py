@@ -23,7 +23,7 @@ from leukoedge.inference.bundle import ModelBundle, write_bundle
 from leukoedge.quantize import convert
 from leukoedge.quantize import evaluate_variants as ev
 from leukoedge.quantize.debugger import debug_summary, selective_variant
-from leukoedge.quantize.manifest import build_manifest, keras_sha256, snapped_thresholds
+from leukoedge.quantize.manifest import build_manifest, keras_sha256
 from leukoedge.quantize.report import Gates, build_report, find_variants, write_report
 from leukoedge.quantize.representative import DEFAULT_CALIBRATION, CalibrationSet, build_calibration_set
 from leukoedge.quantize.source import RunSource, load_splits, resolve_source
@@ -96,12 +96,12 @@ def quantize_run(
         "float16": convert.convert_float16(model),
     }
     specs = {v: convert.io_spec(b) for v, b in flatbuffers.items()}
-    thresholds = snapped_thresholds(source.thresholds(), specs["int8"].output)
     calibration_doc = {**calib.to_manifest(), "stability_seeds": [opts.seed, opts.seed + 1]}
     (out / CALIBRATION_FILE).write_text(json.dumps(calibration_doc, indent=1) + "\n", encoding="utf-8")
     common = {
         "source": source,
-        "thresholds": thresholds,
+        "thresholds": source.thresholds(),
+        "int8_output": specs["int8"].output,
         "versions": convert.tool_versions(),
         "commands": {"train": source.training_command(), "quantize": opts.command},
         "calibration": {k: v for k, v in calibration_doc.items() if k not in ("files", "unreadable")}
@@ -119,7 +119,7 @@ def quantize_run(
     headline = {"report": f"{REPORT_DIR}/report.json", **report["headline"]}
     for v in flatbuffers:
         bundles[v] = write_bundle(
-            out, f"{opts.name}_{v}", flatbuffers[v], {**manifests[v], "metrics": headline}
+            out, f"{opts.name}_{v}", flatbuffers[v], replace(manifests[v], metrics=headline)
         )
     return QuantizeResult(out, bundles, report, paths)
 
@@ -138,12 +138,11 @@ def _extra_variants(
 ) -> tuple[dict[str, ModelBundle], dict[str, Any] | None]:
     """The second-seed int8 model and the selectively quantized one, written under ``work``."""
     extra: dict[str, ModelBundle] = {}
-    manifest = {k: v for k, v in base.manifest.items() if k not in ("schema_version", "kind", "tflite")}
     layers = debug_summary(model, calib) if opts.debugger else None
     if opts.stability:
         calib2 = build_calibration_set(splits["train"], len(calib.paths), opts.seed + 1)
         tflite = convert.convert_int8(model, calib2)
-        doc = {**manifest, "model": {**manifest["model"], "variant": "int8_seed2"}}
+        doc = base.manifest.with_model(variant="int8_seed2")
         extra["int8_seed2"] = write_bundle(work, f"{base.name}_int8_seed2", tflite, doc)
     if layers and layers.get("flagged"):
         try:
@@ -153,12 +152,9 @@ def _extra_variants(
             layers["selective_error"] = f"{type(e).__name__}: {e}"
             return extra, layers
         spec = convert.io_spec(tflite)
-        doc = {
-            **manifest,
-            "input": spec.input,
-            "output": spec.output,
-            "model": {**manifest["model"], "variant": "int8_selective"},
-        }
+        doc = replace(
+            base.manifest.with_model(variant="int8_selective"), input=spec.input, output=spec.output
+        )
         extra["int8_selective"] = write_bundle(work, f"{base.name}_int8_selective", tflite, doc)
     return extra, layers
 
@@ -265,7 +261,7 @@ def _keras_source(int8: ModelBundle, model_path: str | os.PathLike | None) -> Ru
     A run folder may be retrained in place; comparing an int8 model with a different float
     model would report nonsense, so a recorded file whose sha256 changed is refused.
     """
-    recorded = int8.manifest["model"].get("source", {})
+    recorded = int8.manifest.model.provenance.get("source", {})
     if model_path is not None:
         return resolve_source(model_path)
     path = recorded.get("keras_file")
@@ -286,7 +282,7 @@ def _splits_for_report(source: RunSource | None, int8: ModelBundle, data: str | 
 
     if source is not None and source.split_manifest is not None:
         return read_split_manifest(source.split_manifest)
-    recorded = int8.manifest["model"].get("source", {}).get("split_manifest")
+    recorded = int8.manifest.model.provenance.get("source", {}).get("split_manifest")
     if recorded and Path(recorded).is_file():
         return read_split_manifest(recorded)
     return None

@@ -161,7 +161,7 @@ def build_report(
         "bundle": {
             "dir": str(int8.manifest_path.parent),
             "name": int8.name,
-            "version": int8.manifest["model"].get("version"),
+            "version": int8.manifest.model.version,
             "int8_sha256": int8.sha256,
         },
         "eval_set": {

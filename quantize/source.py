@@ -20,79 +20,63 @@ from typing import Any
 
 from leukoedge.contract import DEFAULT_THRESHOLD, InputContract
 from leukoedge.errors import DataError, ModelError
+from leukoedge.train.rundoc import RunDocument, read_run_document
 
 logger = logging.getLogger(__name__)
 
 MODEL_FILE = "model.keras"
-RUN_FILE = "run.json"
+RUN_FILE = "run.json"  # read through leukoedge.train.rundoc
 METRICS_FILE = "metrics.json"
 SPLIT_MANIFEST_FORMAT = "leukoedge-split-manifest"
 
 
 @dataclass
 class RunSource:
-    """The model to quantize and what its training run wrote down about it."""
+    """The model to quantize and what its training run wrote down about it (None for a bare file)."""
 
     model_path: Path
     run_dir: Path | None = None
-    run: dict[str, Any] = field(default_factory=dict)
+    run: RunDocument | None = None
     split_manifest: Path | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
 
     @cached_property
     def contract(self) -> InputContract:
         """The input contract the run recorded (threshold, crop geometry), or the defaults."""
-        data = self.run.get("input_contract")
-        if not isinstance(data, dict):
+        if self.run is None:
             logger.warning("%s: no input contract recorded; using the contract defaults", self.model_path)
             return InputContract()
-        try:
-            return InputContract.from_dict(data)
-        except (TypeError, ValueError) as e:
-            raise ModelError(f"{self.run_dir}/{RUN_FILE}: invalid input_contract: {e}") from e
+        return self.run.contract
 
     def thresholds(self) -> dict[str, Any]:
         """Thresholds chosen on the validation split: ``{name: value, ..., "chosen_on": ...}``.
 
-        ``operating`` is the one the run chose (run.json ``operating_threshold``, else the
-        contract's threshold); the others come from metrics.json ``thresholds``.
+        ``operating`` is the one the run chose (its operating threshold, else the contract's
+        threshold); the others come from metrics.json ``thresholds``.
         """
         out: dict[str, Any] = {}
-        chosen = self.metrics.get("thresholds") or self.run.get("thresholds")
-        if isinstance(chosen, dict):
-            for key, value in chosen.items():
-                number = value.get("value") if isinstance(value, dict) else value
-                if not isinstance(number, int | float) or isinstance(number, bool):
-                    continue
-                target = value.get("target") if isinstance(value, dict) else None
-                name = f"sensitivity_at_{float(target):g}" if key == "sensitivity" and target else key
-                out[name] = float(number)
-        operating = self.run.get("operating_threshold")
-        if isinstance(operating, dict) and isinstance(operating.get("value"), int | float):
-            out = {"operating": float(operating["value"]), **out}
-            out["operating_rule"] = str(operating.get("rule", "unknown"))
-        else:
-            out = {"operating": float(self.contract.threshold if self.run else DEFAULT_THRESHOLD), **out}
-        out["chosen_on"] = "validation" if self.run else "default (no run.json)"
-        return out
+        for key, value in (self.metrics.get("thresholds") or {}).items():
+            number = value.get("value") if isinstance(value, dict) else value
+            if not isinstance(number, int | float) or isinstance(number, bool):
+                continue
+            target = value.get("target") if isinstance(value, dict) else None
+            name = f"sensitivity_at_{float(target):g}" if key == "sensitivity" and target else key
+            out[name] = float(number)
+        if self.run is None:
+            return {"operating": DEFAULT_THRESHOLD, **out, "chosen_on": "default (no run.json)"}
+        if self.run.operating is None:
+            return {"operating": self.run.contract.threshold, **out, "chosen_on": "validation"}
+        op = self.run.operating
+        return {"operating": op.value, **out, "operating_rule": op.rule, "chosen_on": "validation"}
 
     def training_command(self) -> str | None:
-        for key in ("command", "command_line", "train_command"):
-            value = self.run.get(key) or self.run.get("provenance", {}).get(key)
-            if value:
-                return " ".join(value) if isinstance(value, list) else str(value)
-        return None
+        return self.run.command if self.run else None
 
     def data_summary(self) -> dict[str, Any] | None:
-        for key in ("data", "data_summary", "dataset"):
-            if isinstance(self.run.get(key), dict):
-                return self.run[key]
-        return None
+        return self.run.data if self.run else None
 
     def class_mapping(self) -> dict[str, str] | None:
-        mapping = self.run.get("class_mapping") or self.run.get("mapping")
-        if mapping is None and self.data_summary():
-            mapping = self.data_summary().get("mapping")
+        mapping = (self.data_summary() or {}).get("mapping")
         return mapping if isinstance(mapping, dict) else None
 
 
@@ -113,10 +97,20 @@ def resolve_source(path: str | os.PathLike) -> RunSource:
         run_dir = p.parent if (p.parent / RUN_FILE).is_file() else None
     else:
         raise ModelError(f"{p}: no such model file or run folder")
-    run = _read_object(run_dir / RUN_FILE) if run_dir is not None else {}
+    run = _read_run(run_dir / RUN_FILE) if run_dir is not None else None
     metrics = _read_object(run_dir / METRICS_FILE) if run_dir is not None else {}
     split_manifest = find_split_manifest(run_dir) if run_dir is not None else None
     return RunSource(model_path.resolve(), run_dir, run, split_manifest, metrics)
+
+
+def _read_run(path: Path) -> RunDocument | None:
+    """The run document, or None when the folder has none; a run file that cannot be used is refused."""
+    if not path.is_file():
+        return None
+    try:
+        return read_run_document(path)
+    except DataError as e:
+        raise ModelError(str(e)) from e
 
 
 def _read_object(path: Path) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +21,12 @@ import numpy as np
 
 from leukoedge.inference.bundle import DEFAULT_BUNDLE_NAME, load_bundle, write_bundle
 from leukoedge.inference.classifier import CellClassifier
+from leukoedge.inference.manifest import manifest_from_dict
 from leukoedge.metrics import wilson_interval
 from leukoedge.train.datasets import load_dataset
 from leukoedge.vision.images import load_cell
 
 REPO = Path(__file__).resolve().parents[1]
-BOOKKEEPING = ("schema_version", "kind", "tflite")
 
 
 def _relative(value: Any) -> Any:
@@ -58,7 +59,6 @@ def external_specificity(classifier: CellClassifier, data: Path) -> dict[str, An
         "data": str(data),
         "what": "normal leukocytes from another scanner and hospital (CellaVision DM96, Barcelona)",
         "model": "this int8 bundle through leukoedge's classifier, at the bundle threshold",
-        "threshold": classifier.threshold,
         "overall": {"n": n, "correct": k, "specificity": k / n, "ci95": [lo, hi]},
         "by_class": out,
     }
@@ -66,11 +66,12 @@ def external_specificity(classifier: CellClassifier, data: Path) -> dict[str, An
 
 def main(work: Path, out_dir: Path, external: Path | None) -> None:
     bundle = load_bundle(work / "bundle")
-    manifest = {k: v for k, v in bundle.manifest.items() if k not in BOOKKEEPING}
-    manifest["build"] = {
+    manifest = bundle.manifest
+    commands = manifest.commands or {}
+    build = {
         "script": "tools/build_default_model.sh",
         "make_target": "make default-model",
-        "commands": [manifest.get("commands", {}).get("train"), manifest.get("commands", {}).get("quantize")],
+        "commands": [commands.get("train"), commands.get("quantize")],
     }
     limits = [
         "Trained on two cell types only: myeloblasts (malignant) and segmented neutrophils "
@@ -78,9 +79,9 @@ def main(work: Path, out_dir: Path, external: Path | None) -> None:
         "(lymphocytes, monocytes, immature granulocytes, basophils, other blasts) were never seen.",
         "Research use only; not a medical device; not validated for diagnosis.",
     ]
+    ext = None
     if external is not None and external.exists():
         ext = external_specificity(CellClassifier(bundle), external)
-        manifest["external_evaluation"] = ext
         worst, worst_m = min(ext["by_class"].items(), key=lambda kv: kv[1]["specificity"])
         overall = ext["overall"]
         limits.insert(
@@ -89,9 +90,9 @@ def main(work: Path, out_dir: Path, external: Path | None) -> None:
             f"was {overall['specificity']:.3f}, lowest for {worst} ({worst_m['specificity']:.2f}): "
             "expect false blast calls on cell types and microscopes it was not trained on.",
         )
-    manifest["limits"] = limits
-    manifest = _relative(manifest)
-    result = write_bundle(out_dir, DEFAULT_BUNDLE_NAME, bundle.tflite_path.read_bytes(), manifest)
+    doc = replace(manifest, build=build, external_evaluation=ext, limits=limits, tflite=None).to_dict()
+    final = manifest_from_dict(_relative(doc), str(bundle.manifest_path))
+    result = write_bundle(out_dir, DEFAULT_BUNDLE_NAME, bundle.tflite_path.read_bytes(), final)
     print(json.dumps({"bundle": str(result.manifest_path), "sha256": result.sha256}, indent=2))
 
 

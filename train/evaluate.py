@@ -22,6 +22,7 @@ from leukoedge.contract import DEFAULT_THRESHOLD, INPUT_SIZE
 from leukoedge.errors import DataError, ModelError
 from leukoedge.train import runfiles as rf
 from leukoedge.train.datasets import Record, label_counts, load_dataset
+from leukoedge.train.rundoc import RunDocument, read_run_document
 from leukoedge.train.scoring import evaluate_scores, one_class_rates
 
 logger = logging.getLogger(__name__)
@@ -44,15 +45,15 @@ class EvalRequest:
     n_boot: int = 1000
 
 
-def _same_data(run: dict[str, Any], data: str | None, req: EvalRequest) -> bool:
+def _same_data(run: RunDocument, data: str | None, req: EvalRequest) -> bool:
     if data is None:
         return True
-    root = run.get("data", {}).get("root")
+    root = (run.data or {}).get("root")
     return bool(root) and os.path.realpath(data) == os.path.realpath(root) and req.mapping is None
 
 
 def select_records(
-    req: EvalRequest, run: dict[str, Any] | None, run_dir: Path | None
+    req: EvalRequest, run: RunDocument | None, run_dir: Path | None
 ) -> tuple[list[Record], str, dict]:
     """(records, description of what was selected, data summary)."""
     from leukoedge.train.splits import read_split_manifest
@@ -68,7 +69,7 @@ def select_records(
         if not records:
             raise DataError(f"the run's split manifest has no {split!r} images")
         how = f"{split} split of the run's split manifest ({splits.policy})"
-        return list(records), how, run.get("data", {})
+        return list(records), how, run.data or {}
     if req.data is None:
         raise DataError("no --data given and the model is not in a run directory with a split manifest")
     dataset = load_dataset(req.data, layout=req.layout, mapping=req.mapping)
@@ -85,16 +86,15 @@ def select_records(
     return records, f"{split} folder of {dataset.root}", dataset.summary()
 
 
-def _threshold(req: EvalRequest, run: dict[str, Any] | None) -> tuple[float, str]:
+def _threshold(req: EvalRequest, run: RunDocument | None) -> tuple[float, str]:
     if req.threshold is not None:
         if not 0.0 <= req.threshold <= 1.0:
             raise DataError(f"--threshold {req.threshold} must be between 0 and 1")
         return float(req.threshold), "given on the command line"
     if run is not None:
-        op = run.get("operating_threshold", {})
-        return float(
-            op.get("value", rf.run_contract(run).threshold)
-        ), f"the run's operating threshold ({op.get('rule', '?')}, chosen on validation)"
+        op = run.operating
+        value = op.value if op else run.contract.threshold
+        return value, f"the run's operating threshold ({op.rule if op else '?'}, chosen on validation)"
     logger.warning("no run.json beside the model and no --threshold: using %s", DEFAULT_THRESHOLD)
     return DEFAULT_THRESHOLD, "default (no run.json beside the model)"
 
@@ -105,7 +105,7 @@ def evaluate(req: EvalRequest, progress: Any = None) -> dict[str, Any]:
     from leukoedge.train.trainer import load_model, predict_proba
 
     model_path, run_dir = rf.resolve_model(req.model)
-    run = rf.read_json(run_dir / rf.RUN_FILE) if run_dir else None
+    run = read_run_document(run_dir / rf.RUN_FILE) if run_dir else None
     if req.split is not None and req.split not in SPLIT_CHOICES:
         raise DataError(f"--split must be one of {', '.join(SPLIT_CHOICES)}")
     records, how, data_summary = select_records(req, run, run_dir)

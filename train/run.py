@@ -24,6 +24,7 @@ from leukoedge.errors import DataError
 from leukoedge.train import runfiles as rf
 from leukoedge.train.cache import LoadedArrays, load_arrays
 from leukoedge.train.datasets import Dataset, Record, load_dataset, require_evaluable, require_two_classes
+from leukoedge.train.rundoc import OperatingThreshold, RunDocument
 from leukoedge.train.scoring import choose_thresholds, evaluate_scores
 from leukoedge.train.splits import (
     DEFAULT_TEST_FRACTION,
@@ -231,6 +232,68 @@ def _versions() -> dict[str, str]:
     }
 
 
+def _fit(options: TrainOptions, arrays: LoadedArrays, out: Path, echo: Echo) -> FitResult:
+    x_tr, y_tr, _ = _part(arrays, "train")
+    x_val, y_val, _ = _part(arrays, "val")
+    echo(f"training {options.fit.architecture} for up to {options.fit.epochs} epochs on {len(y_tr)} images")
+    return fit_model(
+        x_tr,
+        y_tr,
+        x_val,
+        y_val,
+        options.fit,
+        checkpoint=out / rf.MODEL_FILE,
+        on_epoch=_epoch_line(options.fit, echo),
+    )
+
+
+def _run_document(
+    options: TrainOptions,
+    dataset: Dataset,
+    splits: Any,
+    arrays: LoadedArrays,
+    fitted: FitResult,
+    metrics: dict[str, Any],
+    geometry: tuple[CropGeometry, str],
+    durations: dict[str, float],
+) -> RunDocument:
+    """What the run writes down about its model; ``geometry`` is (crop geometry, how it was measured)."""
+    op = metrics["operating_threshold"]
+    summary = dataset.summary()
+    records = {
+        "versions": _versions(),
+        "fit": options.fit.to_dict(),
+        "data": {**summary, "limit": options.limit, "loading": arrays.summary()},
+        "splits": {
+            **splits.summary(),
+            "val_fraction": options.val_fraction,
+            "test_fraction": options.test_fraction,
+        },
+        "skipped_files": [{"path": p, "error": m} for p, m in arrays.errors],
+        "model": {
+            "file": rf.MODEL_FILE,
+            "architecture": options.fit.architecture,
+            "params": int(fitted.model.count_params()),
+            "best_epoch": fitted.best_epoch,
+            "best_val_auc": fitted.best_val_auc,
+            "epochs_run": len(fitted.history),
+            "stopped_early": fitted.stopped_early,
+            "class_weight": fitted.class_weight,
+        },
+        "citation": rf.citations(summary),
+        "durations_s": {k: round(v, 2) for k, v in durations.items()},
+    }
+    return RunDocument(
+        contract=InputContract(threshold=op["value"], crop=geometry[0]),
+        operating=OperatingThreshold(op["rule"], op["value"]),
+        command=options.command or " ".join(sys.argv),
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        seed=options.fit.seed,
+        crop_geometry_source=geometry[1],
+        records=records,
+    )
+
+
 def train_run(
     options: TrainOptions, echo: Echo | None = None, progress: ProgressFactory | None = None
 ) -> RunResult:
@@ -248,60 +311,17 @@ def train_run(
     dataset, splits, arrays = _load(options, echo, progress)
     out.mkdir(parents=True, exist_ok=True)  # only once the data is known to be usable
     t_load = time.perf_counter() - t0
-    x_tr, y_tr, _ = _part(arrays, "train")
-    x_val, y_val, _ = _part(arrays, "val")
-    echo(f"training {options.fit.architecture} for up to {options.fit.epochs} epochs on {len(y_tr)} images")
-    fitted = fit_model(
-        x_tr,
-        y_tr,
-        x_val,
-        y_val,
-        options.fit,
-        checkpoint=out / rf.MODEL_FILE,
-        on_epoch=_epoch_line(options.fit, echo),
-    )
+    fitted = _fit(options, arrays, out, echo)
     t1 = time.perf_counter()
     metrics, scores = _score(options, fitted, arrays)
     t_eval = time.perf_counter() - t1
     geometry, geometry_how = measure_geometry(splits["train"], seed=options.fit.seed)
-    op = metrics["operating_threshold"]["value"]
-    contract = InputContract(threshold=op, crop=geometry)
     write_split_manifest(out / rf.SPLITS_FILE, splits, extra={"data": dataset.summary()})
-    summary = dataset.summary()
-    run = {
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": options.command or " ".join(sys.argv),
-        "seed": options.fit.seed,
-        "versions": _versions(),
-        "fit": options.fit.to_dict(),
-        "data": {**summary, "limit": options.limit, "loading": arrays.summary()},
-        "splits": {
-            **splits.summary(),
-            "val_fraction": options.val_fraction,
-            "test_fraction": options.test_fraction,
-        },
-        "skipped_files": [{"path": p, "error": m} for p, m in arrays.errors],
-        "input_contract": contract.to_dict(),
-        "crop_geometry_source": geometry_how,
-        "operating_threshold": metrics["operating_threshold"],
-        "model": {
-            "file": rf.MODEL_FILE,
-            "architecture": options.fit.architecture,
-            "params": int(fitted.model.count_params()),
-            "best_epoch": fitted.best_epoch,
-            "best_val_auc": fitted.best_val_auc,
-            "epochs_run": len(fitted.history),
-            "stopped_early": fitted.stopped_early,
-            "class_weight": fitted.class_weight,
-        },
-        "citation": rf.citations(summary),
-        "durations_s": {
-            "load": round(t_load, 2),
-            "fit": round(fitted.seconds, 2),
-            "evaluate": round(t_eval, 2),
-            "total": round(time.perf_counter() - t0, 2),
-        },
-    }
+    durations = {"load": t_load, "fit": fitted.seconds, "evaluate": t_eval, "total": time.perf_counter() - t0}
+    doc = _run_document(
+        options, dataset, splits, arrays, fitted, metrics, (geometry, geometry_how), durations
+    )
+    run = doc.to_dict()
     write_train_outputs(out, run, metrics, fitted.history, scores)
     echo(f"run written to {out}")
     return RunResult(out, metrics, run)

@@ -2,8 +2,9 @@
 
 A run directory holds ``model.keras`` (the best checkpoint), ``splits.json`` (the split manifest),
 ``history.csv``, ``metrics.json``, ``run.json`` (provenance and the input contract), PNG plots and
-``report.md`` / ``report.html``. Everything a later step needs (threshold, crop geometry, which
-images were held out) is read from here, never re-derived.
+``report.md`` / ``report.html`` (:mod:`leukoedge.train.rundoc` owns ``run.json``). Everything a
+later step needs (threshold, crop geometry, which images were held out) is read from here, never
+re-derived.
 """
 
 from __future__ import annotations
@@ -18,8 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from leukoedge.contract import InputContract
-from leukoedge.errors import DataError, ModelError
+from leukoedge.errors import ModelError
 
 MODEL_FILE = "model.keras"
 SPLITS_FILE = "splits.json"
@@ -93,16 +93,6 @@ def write_history_csv(path: str | Path, history: Sequence[Mapping[str, float]]) 
     return out
 
 
-def read_json(path: str | Path) -> dict[str, Any]:
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise DataError(f"{path}: cannot read: {e}") from e
-    if not isinstance(data, dict):
-        raise DataError(f"{path}: expected a JSON object")
-    return data
-
-
 def resolve_model(path: str | Path) -> tuple[Path, Path | None]:
     """(model file, run directory or None) for a run directory or a ``.keras`` file.
 
@@ -121,11 +111,3 @@ def resolve_model(path: str | Path) -> tuple[Path, Path | None]:
             f"{p}: expected a .keras model or a run directory (TFLite bundles: 'leukoedge report')"
         )
     return p, p.parent if (p.parent / RUN_FILE).is_file() else None
-
-
-def run_contract(run: Mapping[str, Any]) -> InputContract:
-    """The input contract (threshold, crop geometry) a run recorded."""
-    try:
-        return InputContract.from_dict(run["input_contract"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise DataError(f"run.json has no valid input_contract: {e}") from e

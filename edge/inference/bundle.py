@@ -12,19 +12,24 @@ import json
 import logging
 import os
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from leukoedge.contract import MANIFEST_SCHEMA_VERSION, InputContract
 from leukoedge.errors import BundleError
+from leukoedge.inference.manifest import (
+    BUNDLE_KIND,
+    REQUIRED_KEYS,
+    BundleManifest,
+    TFLiteRecord,
+    manifest_from_dict,
+)
 
 logger = logging.getLogger(__name__)
 
-BUNDLE_KIND = "leukoedge-model-bundle"
-#: Keys every manifest must have; the rest is provenance and report figures.
-REQUIRED_KEYS = ("schema_version", "kind", "model", "input_contract", "input", "output", "tflite")
 #: Name of the model bundled with the package (``leukoedge/models/NAME.{tflite,json}``).
 DEFAULT_BUNDLE_NAME = "leukonet_int8"
 
@@ -43,24 +48,28 @@ class ModelBundle:
 
     tflite_path: Path
     manifest_path: Path
-    manifest: dict[str, Any]
-    contract: InputContract
+    manifest: BundleManifest
+
+    @property
+    def contract(self) -> InputContract:
+        return self.manifest.contract
 
     @property
     def name(self) -> str:
-        return str(self.manifest["model"].get("name", self.tflite_path.stem))
+        return self.manifest.model.name
 
     @property
     def variant(self) -> str:
-        return str(self.manifest["model"].get("variant", "unknown"))
+        return self.manifest.model.variant
 
     @property
     def sha256(self) -> str:
-        return str(self.manifest["tflite"]["sha256"])
+        assert self.manifest.tflite is not None  # load_bundle refuses manifests without one
+        return self.manifest.tflite.sha256
 
     @property
     def threshold(self) -> float:
-        return self.contract.threshold
+        return self.contract.decision_threshold
 
 
 def _find_manifest(path: Path) -> Path:
@@ -99,39 +108,31 @@ def load_bundle(path: str | os.PathLike | None = None, verify_hash: bool = True)
         raise BundleError(f"{manifest_path}: bundle manifest not found")
     try:
         with open(manifest_path, encoding="utf-8") as f:
-            manifest = json.load(f)
+            doc = json.load(f)
     except (OSError, UnicodeDecodeError, ValueError) as e:
         raise BundleError(f"{manifest_path}: not a readable JSON manifest: {e}") from e
-    if not isinstance(manifest, dict):
+    if not isinstance(doc, dict):
         raise BundleError(f"{manifest_path}: manifest is not a JSON object")
-    missing = [k for k in REQUIRED_KEYS if k not in manifest]
+    missing = [k for k in ("schema_version", "kind", "tflite") if k not in doc]
     if missing:
         raise BundleError(f"{manifest_path}: manifest lacks {', '.join(missing)}")
-    if manifest["kind"] != BUNDLE_KIND:
-        raise BundleError(f"{manifest_path}: kind is {manifest['kind']!r}, expected {BUNDLE_KIND!r}")
-    version = manifest["schema_version"]
-    if not isinstance(version, int) or version != MANIFEST_SCHEMA_VERSION:
-        raise BundleError(
-            f"{manifest_path}: manifest schema version {version!r} is not supported "
-            f"(this leukoedge reads version {MANIFEST_SCHEMA_VERSION}); "
-            "upgrade leukoedge or rebuild the bundle"
-        )
-    tflite_info = manifest["tflite"]
-    tflite_path = manifest_path.parent / str(tflite_info.get("file", ""))
+    if doc["kind"] != BUNDLE_KIND:
+        raise BundleError(f"{manifest_path}: kind is {doc['kind']!r}, expected {BUNDLE_KIND!r}")
+    manifest = manifest_from_dict(doc, str(manifest_path), default_name=manifest_path.stem)
+    tflite = manifest.tflite
+    if tflite is None:
+        raise BundleError(f"{manifest_path}: manifest lacks tflite")
+    tflite_path = manifest_path.parent / tflite.file
     if not tflite_path.is_file():
         raise BundleError(f"{manifest_path}: its flatbuffer {tflite_path.name!r} is missing")
     if verify_hash:
         actual = sha256_file(tflite_path)
-        if actual != tflite_info.get("sha256"):
+        if actual != tflite.sha256:
             raise BundleError(
                 f"{tflite_path}: sha256 {actual[:16]}... does not match the manifest's "
-                f"{str(tflite_info.get('sha256'))[:16]}...: the model file was changed or corrupted"
+                f"{tflite.sha256[:16]}...: the model file was changed or corrupted"
             )
-    try:
-        contract = InputContract.from_dict(manifest["input_contract"])
-    except (TypeError, ValueError) as e:
-        raise BundleError(f"{manifest_path}: invalid input_contract: {e}") from e
-    return ModelBundle(tflite_path, manifest_path, manifest, contract)
+    return ModelBundle(tflite_path, manifest_path, manifest)
 
 
 def default_bundle_path() -> Path:
@@ -167,26 +168,24 @@ def write_bundle(
     out_dir: str | os.PathLike,
     name: str,
     tflite_bytes: bytes,
-    manifest: dict[str, Any],
+    manifest: BundleManifest | Mapping[str, Any],
 ) -> ModelBundle:
     """Write ``NAME.tflite`` and ``NAME.json`` atomically and return the loaded bundle.
 
-    ``manifest`` holds everything but the bookkeeping keys this function fills in
-    (``schema_version``, ``kind``, ``tflite``).
+    ``manifest`` is typed, or a current-schema document body; the ``tflite`` record is filled in
+    here from the bytes written, so the hash always matches.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for key in ("model", "input_contract", "input", "output"):
-        if key not in manifest:
-            raise BundleError(f"cannot write bundle {name!r}: manifest lacks {key!r}")
-    full = dict(manifest)
-    full["schema_version"] = MANIFEST_SCHEMA_VERSION
-    full["kind"] = BUNDLE_KIND
-    full["tflite"] = {
-        "file": f"{name}.tflite",
-        "bytes": len(tflite_bytes),
-        "sha256": hashlib.sha256(tflite_bytes).hexdigest(),
-    }
+    if not isinstance(manifest, BundleManifest):
+        for key in REQUIRED_KEYS:
+            if key not in manifest:
+                raise BundleError(f"cannot write bundle {name!r}: manifest lacks {key!r}")
+        manifest = manifest_from_dict(
+            {**manifest, "schema_version": MANIFEST_SCHEMA_VERSION}, f"bundle {name!r}", default_name=name
+        )
+    record = TFLiteRecord(f"{name}.tflite", len(tflite_bytes), hashlib.sha256(tflite_bytes).hexdigest())
+    full = replace(manifest, tflite=record, schema_version=MANIFEST_SCHEMA_VERSION).to_dict()
     _atomic_write(out / f"{name}.tflite", tflite_bytes)
     _atomic_write(out / f"{name}.json", (json.dumps(full, indent=2, sort_keys=True) + "\n").encode())
     return load_bundle(out / f"{name}.json")

@@ -141,7 +141,7 @@ class CellClassifier:
     @property
     def threshold(self) -> float:
         t = self.options.threshold
-        return self.contract.threshold if t is None else float(t)
+        return self.contract.decision_threshold if t is None else float(t)
 
     # -- stages -------------------------------------------------------------------------------
     def _preprocess(self, cells: np.ndarray) -> np.ndarray:

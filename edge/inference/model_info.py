@@ -14,13 +14,9 @@ from typing import Any
 from leukoedge import RESEARCH_USE_NOTICE
 from leukoedge.errors import ModelError
 from leukoedge.inference.bundle import ModelBundle
+from leukoedge.inference.manifest import BundleManifest
 
 logger = logging.getLogger(__name__)
-
-#: Manifest keys that may hold headline metrics, in the order they are looked for.
-METRIC_KEYS = ("metrics", "evaluation", "test_metrics", "validation")
-#: Manifest keys that may hold the evaluation on data from another source (all non-malignant cells).
-EXTERNAL_KEYS = ("external", "external_evaluation", "external_metrics")
 
 LIMITS = (
     "Trained on two classes only: myeloblasts (malignant) versus segmented neutrophils "
@@ -31,13 +27,6 @@ LIMITS = (
 )
 
 
-def _first(manifest: dict[str, Any], keys: tuple[str, ...]) -> Any:
-    for key in keys:
-        if manifest.get(key) is not None:
-            return manifest[key]
-    return None
-
-
 def _quantization(bundle: ModelBundle, runtime: str | None) -> tuple[dict[str, Any], dict[str, Any], str]:
     """Input and output tensor details from the interpreter, or the manifest's record of them."""
     from leukoedge.inference.classifier import CellClassifier, ClassifierOptions
@@ -46,7 +35,7 @@ def _quantization(bundle: ModelBundle, runtime: str | None) -> tuple[dict[str, A
         clf = CellClassifier(bundle, ClassifierOptions(runtime=runtime))
     except ModelError as e:
         logger.debug("interpreter not available for %s: %s", bundle.tflite_path, e)
-        return dict(bundle.manifest["input"]), dict(bundle.manifest["output"]), "manifest"
+        return dict(bundle.manifest.input), dict(bundle.manifest.output), "manifest"
     return (
         clf.input.to_dict(),
         clf.output.to_dict(),
@@ -61,13 +50,12 @@ def describe_bundle(bundle: ModelBundle, runtime: str | None = None, probe: bool
     if probe:
         inp, out, source = _quantization(bundle, runtime)
     else:
-        inp, out, source = dict(m["input"]), dict(m["output"]), "manifest"
-    external = _first(m, EXTERNAL_KEYS)
-    limits = _limits(m, external)
+        inp, out, source = dict(m.input), dict(m.output), "manifest"
+    external = _external(m)
     return {
         "name": bundle.name,
         "variant": bundle.variant,
-        "version": m["model"].get("version"),
+        "version": m.model.version,
         "tflite": str(bundle.tflite_path),
         "manifest": str(bundle.manifest_path),
         "sha256": bundle.sha256,
@@ -77,24 +65,49 @@ def describe_bundle(bundle: ModelBundle, runtime: str | None = None, probe: bool
         "quantization_source": source,
         "class_names": list(contract.class_names),
         "positive_class": contract.positive_class,
-        "threshold": contract.threshold,
+        "threshold": contract.decision_threshold,
         "input_size": contract.size,
         "crop": contract.crop.to_dict(),
-        "provenance": {k: v for k, v in m["model"].items() if k not in ("name", "variant", "version")},
-        "thresholds": m.get("thresholds"),
-        "training_data": _training_summary(m.get("training_data")),
-        "metrics": _first(m, METRIC_KEYS),
+        "provenance": m.model.provenance,
+        "thresholds": _thresholds(m),
+        "training_data": _training_summary(m.training_data),
+        "metrics": m.metrics,
         "external": external,
-        "limits": limits,
+        "limits": _limits(m, external),
         "research_use_only": RESEARCH_USE_NOTICE,
     }
 
 
-def _limits(manifest: dict[str, Any], external: Any) -> list[str]:
+def _thresholds(m: BundleManifest) -> dict[str, Any] | None:
+    """Every threshold by rule, raw and snapped, as a person compares them (the device uses one)."""
+    record = m.thresholds
+    if record is None:
+        return None
+    contract = m.contract
+    raw: dict[str, Any] = {"operating": contract.threshold}
+    snapped: dict[str, Any] = {"operating": contract.threshold_snapped}
+    own = record.rule_key or record.rule
+    if own:
+        raw[own], snapped[own] = contract.threshold, contract.threshold_snapped
+    for name, alt in record.alternatives.items():
+        raw[name], snapped[name] = alt.value, alt.snapped
+    view = {**raw, "chosen_on": record.chosen_on, "grid": record.grid, "operating_rule": record.rule}
+    if contract.threshold_snapped is not None:
+        view["snapped"] = dict(sorted(snapped.items()))
+    return dict(sorted((k, v) for k, v in view.items() if v is not None))
+
+
+def _external(m: BundleManifest) -> dict[str, Any] | None:
+    """The external evaluation, with the threshold it was measured at (the bundle's own)."""
+    if m.external_evaluation is None:
+        return None
+    return dict(sorted({**m.external_evaluation, "threshold": m.contract.decision_threshold}.items()))
+
+
+def _limits(manifest: BundleManifest, external: Any) -> list[str]:
     """The manifest's own statement of limits, else the generic ones plus the external figure."""
-    recorded = manifest.get("limits")
-    if isinstance(recorded, list) and recorded:
-        return [str(x) for x in recorded]
+    if manifest.limits:
+        return list(manifest.limits)
     limits = list(LIMITS)
     overall = external.get("overall") if isinstance(external, dict) else None
     specificity = _find_number(overall if isinstance(overall, dict) else external, "specificity")

@@ -44,11 +44,10 @@ def test_round_trip_keeps_manifest_and_hash(bundle_dir: Path) -> None:
     bundle = load_bundle(bundle_dir)
     assert bundle.name == "m" and bundle.variant == "int8"
     assert bundle.sha256 == hashlib.sha256(FAKE_FLATBUFFER).hexdigest() == sha256_file(bundle.tflite_path)
-    assert (
-        bundle.manifest["schema_version"] == MANIFEST_SCHEMA_VERSION
-        and bundle.manifest["kind"] == BUNDLE_KIND
-    )
-    assert bundle.manifest["tflite"] == {
+    doc = json.loads(bundle.manifest_path.read_text())
+    assert doc["schema_version"] == bundle.manifest.schema_version == MANIFEST_SCHEMA_VERSION
+    assert doc["kind"] == BUNDLE_KIND
+    assert doc["tflite"] == {
         "file": "m_int8.tflite",
         "bytes": len(FAKE_FLATBUFFER),
         "sha256": bundle.sha256,

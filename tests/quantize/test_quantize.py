@@ -82,29 +82,38 @@ def test_float_variants_are_float_bundles(synth: dict[str, Path]) -> None:
     for variant in ("float32", "float16"):
         bundle = load_bundle(synth["bundle"] / f"leukonet_{variant}.json")
         assert bundle.variant == variant
-        assert bundle.manifest["input"]["dtype"] == "float32"
-        sizes[variant] = bundle.manifest["tflite"]["bytes"]
+        assert bundle.manifest.input["dtype"] == "float32"
+        assert bundle.manifest.tflite is not None
+        sizes[variant] = bundle.manifest.tflite.bytes
     int8 = load_bundle(synth["bundle"])  # the folder: picks the int8 bundle
     assert int8.variant == "int8"
-    assert int8.manifest["tflite"]["bytes"] < 0.27 * sizes["float32"]
+    assert int8.manifest.tflite is not None and int8.manifest.tflite.bytes < 0.27 * sizes["float32"]
     assert sizes["float16"] < 0.55 * sizes["float32"]
 
 
 def test_manifest_records_thresholds_contract_and_provenance(synth: dict[str, Path]) -> None:
     manifest = load_bundle(synth["bundle"]).manifest
-    thresholds = manifest["thresholds"]
-    assert thresholds["chosen_on"] == "validation"
-    assert thresholds["operating"] == 0.5 and thresholds["sensitivity_at_0.95"] == 0.3
-    assert thresholds["snapped"]["sensitivity_at_0.95"] == snap_threshold(0.3, 1 / 256, 0) == 77 / 256
-    assert manifest["input_contract"]["threshold"] == thresholds["snapped"]["operating"]
-    assert manifest["input_contract"]["crop"]["cell_fraction"] == 0.5  # from run.json, not the default
-    assert manifest["model"]["name"] == "leukonet" and manifest["model"]["params"] == 683_329
-    assert manifest["commands"]["train"].startswith("leukoedge train")
-    assert manifest["commands"]["quantize"].startswith("leukoedge ")
-    assert {"tensorflow", "keras", "tflite_runtime"} <= set(manifest["versions"])
-    assert manifest["training_data"]["class_counts"] == {"non_malignant": 100, "malignant": 100}
-    assert manifest["metrics"]["agreement"] >= 0.99 and manifest["metrics"]["report"] == "report/report.json"
-    assert manifest["calibration"]["n"] == 60 and manifest["calibration"]["seed"] == 0
+    thresholds = manifest.thresholds
+    assert thresholds is not None and thresholds.chosen_on == "validation" and thresholds.rule == "youden"
+    assert manifest.contract.threshold == 0.5 and manifest.contract.threshold_snapped == 0.5
+    alternative = thresholds.alternatives["sensitivity_at_0.95"]
+    assert alternative.value == 0.3 and alternative.snapped == snap_threshold(0.3, 1 / 256, 0) == 77 / 256
+    assert list(thresholds.alternatives) == ["sensitivity_at_0.95"]  # the operating one is not repeated
+    assert manifest.contract.crop.cell_fraction == 0.5  # from run.json, not the default
+    assert manifest.model.name == "leukonet" and manifest.model.provenance["params"] == 683_329
+    assert manifest.commands is not None and manifest.commands["train"].startswith("leukoedge train")
+    assert manifest.commands["quantize"].startswith("leukoedge ")
+    assert manifest.versions is not None and {"tensorflow", "keras", "tflite_runtime"} <= set(
+        manifest.versions
+    )
+    assert manifest.training_data is not None
+    assert manifest.training_data["class_counts"] == {"non_malignant": 100, "malignant": 100}
+    assert manifest.metrics is not None and manifest.metrics["agreement"] >= 0.99
+    assert manifest.metrics["report"] == "report/report.json"
+    assert manifest.calibration is not None and manifest.calibration["n"] == 60
+    assert manifest.calibration["seed"] == 0
+    for variant in ("float32", "float16"):  # every variant is judged at the int8 model's snapped threshold
+        assert load_bundle(synth["bundle"] / f"leukonet_{variant}.json").threshold == 0.5
 
 
 def test_calibration_comes_from_training_split_only(synth: dict[str, Path], report: dict) -> None:

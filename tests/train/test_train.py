@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from leukoedge.cli import cli
 from leukoedge.errors import DataError
 from leukoedge.train.datasets import Record
+from leukoedge.train.rundoc import OperatingThreshold, read_run_document
 from leukoedge.train.scoring import choose_thresholds, one_class_rates
 
 # --- thresholds and one-class sets (no TensorFlow) ------------------------------------------------
@@ -196,6 +197,9 @@ def test_run_directory_has_every_output_with_sane_values(synthetic_run):
     assert run["seed"] == 0 and run["versions"]["tensorflow"]
     assert [Path(s["path"]).name for s in run["skipped_files"]] == ["broken.png"]
     assert run["data"]["root"] == str(data) and run["citation"]  # TCIA codes: cite the release
+    doc = read_run_document(out / "run.json")
+    assert run["schema_version"] == 1 and doc.contract.threshold == op["value"]
+    assert doc.operating == OperatingThreshold("youden", op["value"]) and doc.to_dict() == run
     rows = (out / "history.csv").read_text().splitlines()
     assert rows[0].startswith("epoch,") and "val_auc" in rows[0] and 2 <= len(rows) <= 5
     html = (out / "report.html").read_text()
