@@ -36,13 +36,15 @@ FIELD_COLUMNS = (
 
 
 class CommandFailed(click.ClickException):
-    """A usage or model error: printed as ``Error: ...``, exit status 2."""
+    """A library error raised where click prints it: ``Error: ...`` and the error's exit status."""
 
-    exit_code = 2
+    def __init__(self, error: LeukoEdgeError) -> None:
+        super().__init__(str(error))
+        self.exit_code = error.exit_code
 
 
 def _fail(e: LeukoEdgeError) -> CommandFailed:
-    return CommandFailed(str(e))
+    return CommandFailed(e)
 
 
 # -- output ---------------------------------------------------------------------------------------

@@ -71,26 +71,6 @@ class Frame:
 
 
 @runtime_checkable
-class FrameSource(Protocol):
-    """Anything that yields frames: Pi camera, USB camera, a replayed folder, the synthetic microscope.
-
-    ``open`` acquires the device (raises CameraError when it cannot); ``read`` returns the next frame
-    (raises CameraError on a failed or malformed capture, StopIteration-free: a finite source that is
-    exhausted returns None); ``close`` releases it and may be called any number of times.
-    """
-
-    uri: str
-    #: (width, height) of ``Frame.rgb``.
-    size: tuple[int, int]
-
-    def open(self) -> None: ...
-
-    def read(self) -> Frame | None: ...
-
-    def close(self) -> None: ...
-
-
-@runtime_checkable
 class StatusProvider(Protocol):
     """What the HTTP server asks the running daemon for.
 

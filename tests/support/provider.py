@@ -14,8 +14,9 @@ import numpy as np
 from PIL import Image
 
 from leukoedge.contract import POSITIVE_CLASS
-from leukoedge.daemon.store.database import SessionError, Store
+from leukoedge.daemon.store.database import Store
 from leukoedge.daemon.types import CountedCell, Histogram
+from leukoedge.errors import SessionError
 
 SHA = "ab" * 32
 #: The fake frames are mostly this colour, so a screenshot shows whether the stream was drawn.

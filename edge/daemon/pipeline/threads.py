@@ -24,10 +24,10 @@ import numpy as np
 
 from leukoedge.daemon.config import DaemonConfig, SourceConfig
 from leukoedge.daemon.pipeline.queues import LatestQueue, RateMeter
-from leukoedge.daemon.sources import SourceUnavailable
+from leukoedge.daemon.sources.base import FrameSource, check_frame
 from leukoedge.daemon.tracking.tracker import Track, Tracker
-from leukoedge.daemon.types import CountedCell, Frame, FrameSource, Histogram
-from leukoedge.errors import CameraError
+from leukoedge.daemon.types import CountedCell, Frame, Histogram
+from leukoedge.errors import CameraError, SourceUnavailable
 from leukoedge.inference.bundle import ModelBundle
 from leukoedge.inference.classifier import CellClassifier, ClassifierOptions
 from leukoedge.vision.cellextent import whole_flags
@@ -108,14 +108,6 @@ class CaptureThread(threading.Thread):
         self.stop_event.wait(delay)
         self.last_event = time.monotonic()
 
-    def _check(self, frame: Frame, source: FrameSource) -> None:
-        h, w = frame.rgb.shape[:2] if frame.rgb.ndim >= 2 else (0, 0)
-        if frame.rgb.dtype != np.uint8 or frame.rgb.ndim != 3 or (w, h) != tuple(source.size):
-            raise CameraError(
-                f"{source.uri}: frame {frame.rgb.shape} {frame.rgb.dtype} is not {source.size[0]}x"
-                f"{source.size[1]}x3 uint8"
-            )
-
     def run(self) -> None:
         source: FrameSource | None = None
         try:
@@ -133,7 +125,7 @@ class CaptureThread(threading.Thread):
                         logger.info("camera %s: end of frames", self.config.uri)
                         self.finished = True
                         return
-                    self._check(frame, source)
+                    check_frame(frame.rgb, source.size, source.uri)
                 except Exception as e:  # CameraError mostly; anything else from a driver counts too
                     if self.stop_event.is_set():
                         return
