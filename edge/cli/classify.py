@@ -36,15 +36,13 @@ FIELD_COLUMNS = (
 
 
 class CommandFailed(click.ClickException):
-    """A library error raised where click prints it: ``Error: ...`` and the error's exit status."""
+    """A library error raised where click prints it: ``Error: ...`` and a library error's exit status."""
 
-    def __init__(self, error: LeukoEdgeError) -> None:
-        super().__init__(str(error))
-        self.exit_code = error.exit_code
+    exit_code = LeukoEdgeError.exit_code
 
 
 def _fail(e: LeukoEdgeError) -> CommandFailed:
-    return CommandFailed(e)
+    return CommandFailed(str(e))
 
 
 # -- output ---------------------------------------------------------------------------------------

@@ -70,6 +70,24 @@ class Frame:
         return (mw / w, mh / h)
 
 
+@dataclass(frozen=True)
+class FrameTiming:
+    """How long one frame's processing took: what the daemon's frame hook is told after each frame."""
+
+    frame: Frame
+    #: Crops classified in this frame.
+    crops: int
+    #: ``time.perf_counter()`` when processing began and ended.
+    started: float
+    ended: float
+    #: CPU time of the processing thread on this frame, whatever else runs on the machine.
+    cpu_s: float
+
+    @property
+    def seconds(self) -> float:
+        return self.ended - self.started
+
+
 @runtime_checkable
 class StatusProvider(Protocol):
     """What the HTTP server asks the running daemon for.
@@ -81,9 +99,10 @@ class StatusProvider(Protocol):
     ``healthy()`` is True while frames flow and the model is loaded. ``start_session`` and
     ``stop_session`` return the session as a dict (``stop_session`` its summary) and raise
     ``LeukoEdgeError`` subclasses on misuse (e.g. ConfigError for an empty sample id).
+    ``list_sessions``, ``session_summary`` and ``active_summary`` read the session store and raise
+    ``StoreUnavailable`` without one (``NoSuchSession`` for an unknown id); ``storage_health`` is the
+    store's disk figures, or None without a store.
     """
-
-    store: Any
 
     def status(self) -> dict[str, Any]: ...
 
@@ -96,6 +115,14 @@ class StatusProvider(Protocol):
     def start_session(self, sample_id: str, note: str = "") -> dict[str, Any]: ...
 
     def stop_session(self) -> dict[str, Any]: ...
+
+    def list_sessions(self) -> list[dict[str, Any]]: ...
+
+    def session_summary(self, session_id: int) -> dict[str, Any]: ...
+
+    def active_summary(self) -> dict[str, Any] | None: ...
+
+    def storage_health(self) -> dict[str, Any] | None: ...
 
 
 #: Keys of ``StatusProvider.metrics()``. Scalars are floats; ``inference_seconds`` is a histogram dict

@@ -102,7 +102,7 @@ def test_frames_are_dropped_not_queued_when_processing_falls_behind(tmp_path, mo
     config = daemon_config(tmp_path, model, pipeline__max_frames=600, session__sample_id="")
     daemon = Daemon(config, source_factory=lambda c: ScriptedSource(c, script))
     assert daemon.run(install_signals=False) == EXIT_OK
-    m = daemon.metrics()
+    m = daemon.stats.metrics()
     assert m["frames_captured_total"] == 600
     assert m["frames_processed_total"] + m["frames_dropped_total"] <= 600
     assert m["frames_dropped_total"] > 0 and m["frames_processed_total"] > 0
@@ -127,7 +127,7 @@ def test_the_daemon_recovers_from_camera_faults(tmp_path, model, field_frame, fa
     )  # fmt: skip
     daemon = Daemon(config, source_factory=lambda c: ScriptedSource(c, script))
     assert daemon.run(install_signals=False) == EXIT_OK
-    m = daemon.metrics()
+    m = daemon.stats.metrics()
     assert m["camera_reconnects_total"] >= 1
     assert m["frames_captured_total"] == 120
     assert m["frames_processed_total"] > 60
@@ -207,21 +207,21 @@ def test_sessions_metrics_and_frames_over_http(tmp_path, model, field_frame):
     runner.start()
     try:
         deadline = time.monotonic() + 30
-        while not (urls and daemon.healthy()) and time.monotonic() < deadline:
+        while not (urls and daemon.stats.healthy()) and time.monotonic() < deadline:
             time.sleep(0.05)
         url = urls[0]
         assert _http(url + "/healthz")[0] == 200
-        assert daemon.status()["session"] is None
+        assert daemon.stats.status()["session"] is None
         code, body = _http(url + "/api/sessions/start", {"sample_id": "API-7", "note": "smear 2"}, "s3cret")
         assert code == 201 and json.loads(body)["sample_id"] == "API-7"
-        assert daemon.status()["session"]["sample_id"] == "API-7"
-        while daemon.status()["session"]["cells"] < 1 and time.monotonic() < deadline:
+        assert daemon.stats.status()["session"]["sample_id"] == "API-7"
+        while daemon.stats.status()["session"]["cells"] < 1 and time.monotonic() < deadline:
             time.sleep(0.05)
         code, body = _http(url + "/metrics")
         text = body.decode()
         assert code == 200 and "leukoedge_frames_processed_total" in text
         assert "leukoedge_inference_seconds_bucket" in text
-        jpeg = daemon.latest_jpeg()
+        jpeg = daemon.stats.latest_jpeg()
         assert jpeg[:2] == b"\xff\xd8"
         assert _http(url + "/api/sessions/stop", {}, "wrong")[0] == 403
         code, body = _http(url + "/api/sessions/stop", {}, "s3cret")
@@ -260,16 +260,18 @@ def test_a_session_stopped_on_the_database_is_followed(tmp_path, model, field_fr
     runner.start()
     try:
         deadline = time.monotonic() + 30
-        while not (daemon.status()["session"] or {}).get("cells") and time.monotonic() < deadline:
+        while not (daemon.stats.status()["session"] or {}).get("cells") and time.monotonic() < deadline:
             time.sleep(0.05)
-        first = daemon.status()["session"]
+        first = daemon.stats.status()["session"]
         assert first["sample_id"] == "FIRST" and first["cells"] >= 1
         with Store(config.store.state_dir) as other:  # a second connection, as the session CLI opens
             other.stop_session(other.active_session()["id"])
             second_id = other.start_session("SECOND")
-        while (daemon.status()["session"] or {}).get("sample_id") != "SECOND" and time.monotonic() < deadline:
+        while (daemon.stats.status()["session"] or {}).get(
+            "sample_id"
+        ) != "SECOND" and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert daemon.status()["session"]["sample_id"] == "SECOND"
+        assert daemon.stats.status()["session"]["sample_id"] == "SECOND"
     finally:
         daemon.request_stop()
         runner.join(30)

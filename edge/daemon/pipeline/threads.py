@@ -26,7 +26,7 @@ from leukoedge.daemon.config import DaemonConfig, SourceConfig
 from leukoedge.daemon.pipeline.queues import LatestQueue, RateMeter
 from leukoedge.daemon.sources.base import FrameSource, check_frame
 from leukoedge.daemon.tracking.tracker import Track, Tracker
-from leukoedge.daemon.types import CountedCell, Frame, Histogram
+from leukoedge.daemon.types import CountedCell, Frame, FrameTiming, Histogram
 from leukoedge.errors import CameraError, SourceUnavailable
 from leukoedge.inference.bundle import ModelBundle
 from leukoedge.inference.classifier import CellClassifier, ClassifierOptions
@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 
 SourceFactory = Callable[[SourceConfig], FrameSource]
 CountedCallback = Callable[[CountedCell, "np.ndarray | None"], None]
+#: Called on the processing thread after each processed frame (the benchmark's clock).
+FrameHook = Callable[[FrameTiming], None]
 
 
 class CaptureThread(threading.Thread):
@@ -262,9 +264,16 @@ def annotate_jpeg(frame: Frame, assigned: list[tuple[Track, Any]], quality: int 
 class ProcessThread(threading.Thread):
     """Takes the freshest frame, processes it, times it; applies a new model between frames."""
 
-    def __init__(self, processor: FrameProcessor, inbox: LatestQueue, capture: CaptureThread) -> None:
+    def __init__(
+        self,
+        processor: FrameProcessor,
+        inbox: LatestQueue,
+        capture: CaptureThread,
+        on_frame: FrameHook | None = None,
+    ) -> None:
         super().__init__(name="leukoedge-process", daemon=True)
         self.processor = processor
+        self.on_frame = on_frame
         self.inbox = inbox
         self.capture = capture
         self.stop_event = threading.Event()
@@ -295,9 +304,9 @@ class ProcessThread(threading.Thread):
                     if not self.capture.is_alive():
                         return
                     continue
-                start = time.perf_counter()
+                start, cpu = time.perf_counter(), time.thread_time()
                 try:
-                    self.processor.process(frame)
+                    crops = self.processor.process(frame)
                 except Exception:
                     self.errors += 1
                     logger.exception("processing frame %d failed", frame.index)
@@ -305,8 +314,11 @@ class ProcessThread(threading.Thread):
                         self.fatal = "frame processing keeps failing"
                         return
                     continue
-                self.histogram.observe(time.perf_counter() - start)
+                end = time.perf_counter()
+                self.histogram.observe(end - start)
                 self.rate.tick()
+                if self.on_frame is not None:
+                    self.on_frame(FrameTiming(frame, crops, start, end, time.thread_time() - cpu))
         finally:
             try:
                 self.processor.flush()
