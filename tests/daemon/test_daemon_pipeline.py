@@ -282,3 +282,25 @@ def test_a_session_stopped_on_the_database_is_followed(tmp_path, model, field_fr
         first_end = store.session(sessions["FIRST"]["id"])["ended_at"]
         late = [c for c in store.session_cells(sessions["FIRST"]["id"]) if c["first_seen_ts"] > first_end]
         assert first_end is not None and not late
+
+
+def test_frame_and_commit_hooks_see_every_processed_frame_and_stored_cell(tmp_path, model):
+    config = daemon_config(
+        tmp_path, model, source__uri="synthetic://?seed=5&fps=0", pipeline__lossless=True,
+        pipeline__max_frames=240,
+    )  # fmt: skip
+    daemon = Daemon(config)
+    timings, commits = [], []
+    daemon.on_frame = timings.append
+    daemon.on_commit = lambda cell, cell_id: commits.append((cell.track_id, cell_id))
+    assert daemon.run(install_signals=False) == EXIT_OK
+    m = daemon.stats.metrics()
+    assert len(timings) == m["frames_processed_total"] == 240
+    assert [t.frame.index for t in timings] == list(range(240))
+    assert all(t.ended >= t.started and t.cpu_s >= 0 for t in timings)
+    assert sum(t.crops for t in timings) > 0
+    with Store(config.store.state_dir) as store:
+        session = store.list_sessions()[0]
+        rows = store.session_cells(session["id"])
+    assert len(rows) == daemon.stats.cells_total > 0
+    assert sorted(commits) == sorted((int(r["track_id"]), int(r["id"])) for r in rows)
