@@ -1,9 +1,9 @@
 """Data shapes and protocols shared by the daemon's pipeline, its storage and its HTTP server.
 
-The pipeline produces :class:`CountedCell` records and hands them to the store; the HTTP server asks a
-:class:`StatusProvider` (the running daemon's :class:`~.status.DaemonStatus`) for what to show. Keeping them here, away
-from the code that implements them, lets the storage and HTTP modules be written and tested without
-starting a camera.
+The pipeline produces :class:`CountedCell` records and hands them to the store; the HTTP server
+asks a :class:`StatusProvider` (the running daemon's :class:`~.status.DaemonStatus`) for what to
+show. Keeping them here, away from the code that implements them, lets the storage and HTTP modules
+be written and tested without starting a camera.
 """
 
 from __future__ import annotations
