@@ -2,8 +2,8 @@
 
 This runs the real daemon (:class:`leukoedge.daemon.service.Daemon`: capture thread, freshest-frame
 queue, detection, tracking, classification, SQLite store) on the synthetic microscope, with two
-clocks added: one where each frame's processing ends, one where each counted cell is committed to
-the store. It runs in two phases:
+clocks on its frame and commit hooks (:class:`DaemonClocks`): one where each frame's processing
+ends, one where each counted cell is committed to the store. It runs in two phases:
 
 - throughput: the source delivers frames as fast as it can and waits for room in the queue
   (lossless), so the figure is what processing sustains, not what the source renders;
@@ -23,12 +23,16 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from leukoedge.bench.timing import Stat, module_argv, percentiles, run_child
 from leukoedge.errors import LeukoEdgeError
+
+if TYPE_CHECKING:
+    from leukoedge.daemon.service import Daemon
+    from leukoedge.daemon.types import CountedCell, FrameTiming
 
 logger = logging.getLogger(__name__)
 
@@ -73,58 +77,47 @@ def _config(spec: PipelineSpec, state_dir: str, **pipeline: Any) -> Any:
     return apply_overrides(load_config(None), overrides)
 
 
-def _timed_daemon_class() -> type:
+class DaemonClocks:
+    """The daemon's frame and commit hooks, recording when each frame ended and each cell was stored."""
+
+    def __init__(self) -> None:
+        #: (capture time.time(), end time.time(), end perf_counter, processing s, crops,
+        #: cells wholly in view, cells partly in view, processing thread's CPU s)
+        self.frames: list[tuple[float, float, float, float, int, int, int, float]] = []
+        #: seconds from the capture of the frame that completed a cell to its committed row
+        self.stored: list[float] = []
+
+    def on_frame(self, timing: FrameTiming) -> None:
+        cells = (timing.frame.truth or {}).get("cells", ())
+        whole = sum(1 for c in cells if not c.get("cut_by_edge"))
+        self.frames.append(
+            (
+                timing.frame.ts,
+                time.time(),
+                timing.ended,
+                timing.seconds,
+                timing.crops,
+                whole,
+                len(cells) - whole,
+                timing.cpu_s,
+            )
+        )
+
+    def on_commit(self, cell: CountedCell, _cell_id: int) -> None:
+        self.stored.append(time.time() - cell.last_seen_ts)
+
+
+def _run_daemon(spec: PipelineSpec, **pipeline: Any) -> tuple[Daemon, DaemonClocks]:
     from leukoedge.daemon.service import Daemon
 
-    class TimedDaemon(Daemon):
-        """The daemon with clocks on each frame's processing and on each cell's commit."""
-
-        def __init__(self, config: Any) -> None:
-            super().__init__(config)
-            #: (capture time.time(), end time.time(), end perf_counter, processing s, crops,
-            #: cells wholly in view, cells partly in view, processing thread's CPU s)
-            self.frames: list[tuple[float, float, float, float, int, int, int, float]] = []
-            #: seconds from the capture of the frame that completed a cell to its committed row
-            self.stored: list[float] = []
-
-        def _open_store(self) -> None:
-            super()._open_store()
-            add_cell = self.store.add_cell
-
-            def timed_add(session_id: int, cell: Any, crop: Any = None) -> Any:
-                cell_id = add_cell(session_id, cell, crop)
-                self.stored.append(time.time() - cell.last_seen_ts)
-                return cell_id
-
-            self.store.add_cell = timed_add
-
-        def _start_pipeline(self) -> None:
-            super()._start_pipeline()
-            processor = self.process.processor  # type: ignore[union-attr]
-            process = processor.process
-
-            def timed_process(frame: Any) -> int:
-                start, cpu = time.perf_counter(), time.thread_time()
-                n = process(frame)
-                end, cpu = time.perf_counter(), time.thread_time() - cpu
-                cells = (frame.truth or {}).get("cells", ())
-                whole = sum(1 for c in cells if not c.get("cut_by_edge"))
-                row = (frame.ts, time.time(), end, end - start, n, whole, len(cells) - whole, cpu)
-                self.frames.append(row)
-                return n
-
-            processor.process = timed_process  # type: ignore[method-assign]  # timing wrapper on this instance
-
-    return TimedDaemon
-
-
-def _run_daemon(spec: PipelineSpec, **pipeline: Any) -> Any:
+    clocks = DaemonClocks()
     with tempfile.TemporaryDirectory(prefix="leukoedge-bench-") as state:
-        daemon = _timed_daemon_class()(_config(spec, state, **pipeline))
+        daemon = Daemon(_config(spec, state, **pipeline))
+        daemon.on_frame, daemon.on_commit = clocks.on_frame, clocks.on_commit
         code = daemon.run(install_signals=False)
         if code != 0:
             raise LeukoEdgeError(f"the daemon stopped with status {code}: {daemon.exit_reason}")
-    return daemon
+    return daemon, clocks
 
 
 def _block_fps(ends: np.ndarray, blocks: int) -> Stat:
@@ -136,13 +129,13 @@ def _block_fps(ends: np.ndarray, blocks: int) -> Stat:
 
 def throughput_phase(spec: PipelineSpec) -> dict[str, Any]:
     """Frames as fast as processing takes them: sustained fps, processing time, cells per frame."""
-    daemon = _run_daemon(
+    daemon, clocks = _run_daemon(
         spec,
         **{"source.fps": 0.0, "pipeline.lossless": True, "pipeline.max_frames": spec.warmup + spec.frames},
     )
-    rows = daemon.frames[spec.warmup :]
+    rows = clocks.frames[spec.warmup :]
     if len(rows) < 2:
-        raise LeukoEdgeError(f"the pipeline processed only {len(daemon.frames)} frames")
+        raise LeukoEdgeError(f"the pipeline processed only {len(clocks.frames)} frames")
     ends = np.array([r[2] for r in rows])
     return {
         "frames": len(rows),
@@ -154,17 +147,17 @@ def throughput_phase(spec: PipelineSpec) -> dict[str, Any]:
         "crops_per_frame": float(np.mean([r[4] for r in rows])),
         "cells_in_view_per_frame": float(np.mean([r[5] for r in rows])),
         "cells_cut_by_edge_per_frame": float(np.mean([r[6] for r in rows])),
-        "cells_counted": daemon.cells_total,
+        "cells_counted": daemon.stats.cells_total,
     }
 
 
 def live_phase(spec: PipelineSpec) -> dict[str, Any]:
     """A camera-paced source: latency from capture to result and to stored row; dropped frames."""
-    daemon = _run_daemon(
+    daemon, clocks = _run_daemon(
         spec, **{"source.fps": spec.live_fps, "pipeline.lossless": False, "pipeline.duration_s": spec.live_s}
     )
-    rows = daemon.frames[spec.warmup :] or daemon.frames
-    metrics = daemon.metrics()
+    rows = clocks.frames[spec.warmup :] or clocks.frames
+    metrics = daemon.stats.metrics()
     captured = int(metrics["frames_captured_total"])
     dropped = int(metrics["frames_dropped_total"])
     return {
@@ -175,8 +168,8 @@ def live_phase(spec: PipelineSpec) -> dict[str, Any]:
         "frames_dropped": dropped,
         "dropped_fraction": dropped / captured if captured else 0.0,
         "latency_frame_ms": percentiles([1000 * (r[1] - r[0]) for r in rows]),
-        "latency_stored_ms": percentiles([1000 * s for s in daemon.stored]),
-        "cells_stored": len(daemon.stored),
+        "latency_stored_ms": percentiles([1000 * s for s in clocks.stored]),
+        "cells_stored": len(clocks.stored),
     }
 
 
@@ -243,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         result = measure_pipeline(spec)
     except LeukoEdgeError as e:
         print(f"Error: {e}", file=sys.stderr)
-        return 2
+        return e.exit_code
     print(json.dumps(result))
     return 0
 

@@ -14,7 +14,7 @@ import sys
 import click
 
 from leukoedge import __version__
-from leukoedge.errors import LeukoEdgeError
+from leukoedge.errors import LeukoEdgeError, RuntimeMissingError
 
 #: name -> (module:attribute, one-line help). The help is here so that ``--help`` imports nothing.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -77,9 +77,9 @@ class LazyGroup(click.Group):
 
 
 class _MissingExtraError(click.ClickException):
-    """A command that needs an extra which is not installed: exit status 2, like library errors."""
+    """A command that needs an extra which is not installed: the exit status of a missing runtime."""
 
-    exit_code = 2
+    exit_code = RuntimeMissingError.exit_code
 
 
 def _missing_extra_command(name: str, module: str) -> click.Command:
@@ -113,7 +113,7 @@ def cli(verbose: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: library errors become a one-line message and exit status 2."""
+    """Console entry point: library errors become a one-line message and the error's exit status."""
     try:
         rv = cli.main(args=argv, prog_name="leukoedge", standalone_mode=False)
         # without standalone mode, click returns the status given to ctx.exit(n)
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(e.exit_code)
     except LeukoEdgeError as e:
         click.echo(f"Error: {e}", err=True)
-        sys.exit(2)
+        sys.exit(e.exit_code)
     except ModuleNotFoundError as e:
         if not (e.name and e.name.split(".")[0] in TRAINING_MODULES):
             raise
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
             "Install the training extra: pip install 'leukoedge[train]'",
             err=True,
         )
-        sys.exit(2)
+        sys.exit(RuntimeMissingError.exit_code)
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         sys.exit(130)

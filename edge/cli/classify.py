@@ -36,9 +36,9 @@ FIELD_COLUMNS = (
 
 
 class CommandFailed(click.ClickException):
-    """A usage or model error: printed as ``Error: ...``, exit status 2."""
+    """A library error raised where click prints it: ``Error: ...`` and a library error's exit status."""
 
-    exit_code = 2
+    exit_code = LeukoEdgeError.exit_code
 
 
 def _fail(e: LeukoEdgeError) -> CommandFailed:

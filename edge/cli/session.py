@@ -18,9 +18,10 @@ from typing import Any
 
 import click
 
-from leukoedge.daemon.store.database import DB_NAME, NoSuchSession, Store
+from leukoedge.daemon.store.database import DB_NAME, Store
 from leukoedge.daemon.store.export import export_session, utc
 from leukoedge.daemon.store.summary import describe
+from leukoedge.errors import NoSuchSession
 
 DEFAULT_STATE_DIR = "/var/lib/leukoedge"
 HTTP_TIMEOUT_S = 10

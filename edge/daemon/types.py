@@ -1,9 +1,9 @@
 """Data shapes and protocols shared by the daemon's pipeline, its storage and its HTTP server.
 
-The pipeline produces :class:`CountedCell` records and hands them to the store; the HTTP server asks a
-:class:`StatusProvider` (implemented by the running daemon) for what to show. Keeping them here, away
-from the code that implements them, lets the storage and HTTP modules be written and tested without
-starting a camera.
+The pipeline produces :class:`CountedCell` records and hands them to the store; the HTTP server
+asks a :class:`StatusProvider` (the running daemon's :class:`~.status.DaemonStatus`) for what to
+show. Keeping them here, away from the code that implements them, lets the storage and HTTP modules
+be written and tested without starting a camera.
 """
 
 from __future__ import annotations
@@ -70,24 +70,22 @@ class Frame:
         return (mw / w, mh / h)
 
 
-@runtime_checkable
-class FrameSource(Protocol):
-    """Anything that yields frames: Pi camera, USB camera, a replayed folder, the synthetic microscope.
+@dataclass(frozen=True)
+class FrameTiming:
+    """How long one frame's processing took: what the daemon's frame hook is told after each frame."""
 
-    ``open`` acquires the device (raises CameraError when it cannot); ``read`` returns the next frame
-    (raises CameraError on a failed or malformed capture, StopIteration-free: a finite source that is
-    exhausted returns None); ``close`` releases it and may be called any number of times.
-    """
+    frame: Frame
+    #: Crops classified in this frame.
+    crops: int
+    #: ``time.perf_counter()`` when processing began and ended.
+    started: float
+    ended: float
+    #: CPU time of the processing thread on this frame, whatever else runs on the machine.
+    cpu_s: float
 
-    uri: str
-    #: (width, height) of ``Frame.rgb``.
-    size: tuple[int, int]
-
-    def open(self) -> None: ...
-
-    def read(self) -> Frame | None: ...
-
-    def close(self) -> None: ...
+    @property
+    def seconds(self) -> float:
+        return self.ended - self.started
 
 
 @runtime_checkable
@@ -101,9 +99,10 @@ class StatusProvider(Protocol):
     ``healthy()`` is True while frames flow and the model is loaded. ``start_session`` and
     ``stop_session`` return the session as a dict (``stop_session`` its summary) and raise
     ``LeukoEdgeError`` subclasses on misuse (e.g. ConfigError for an empty sample id).
+    ``list_sessions``, ``session_summary`` and ``active_summary`` read the session store and raise
+    ``StoreUnavailable`` without one (``NoSuchSession`` for an unknown id); ``storage_health`` is the
+    store's disk figures, or None without a store.
     """
-
-    store: Any
 
     def status(self) -> dict[str, Any]: ...
 
@@ -116,6 +115,14 @@ class StatusProvider(Protocol):
     def start_session(self, sample_id: str, note: str = "") -> dict[str, Any]: ...
 
     def stop_session(self) -> dict[str, Any]: ...
+
+    def list_sessions(self) -> list[dict[str, Any]]: ...
+
+    def session_summary(self, session_id: int) -> dict[str, Any]: ...
+
+    def active_summary(self) -> dict[str, Any] | None: ...
+
+    def storage_health(self) -> dict[str, Any] | None: ...
 
 
 #: Keys of ``StatusProvider.metrics()``. Scalars are floats; ``inference_seconds`` is a histogram dict

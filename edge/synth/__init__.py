@@ -14,8 +14,8 @@ a model recognises real cells. Only numpy and Pillow are used.
 
 from __future__ import annotations
 
+from leukoedge.errors import SynthError
 from leukoedge.synth.cells import DIAMETER_UM, KIND_LABELS, KINDS, TCIA_CODES
-from leukoedge.synth.errors import SynthError
 from leukoedge.synth.field import FIELD_PX_PER_UM, render_field
 from leukoedge.synth.single import CELL_PX_PER_UM_400, default_px_per_um, render_cell
 from leukoedge.synth.stage import StageSequence

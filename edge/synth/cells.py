@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from leukoedge.contract import CLASS_NAMES, POSITIVE_CLASS, RBC_DIAMETER_UM
-from leukoedge.synth.errors import SynthError
+from leukoedge.errors import SynthError
 from leukoedge.synth.shapes import (
     Patch,
     add_patch,

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from leukoedge.contract import RBC_DIAMETER_UM
+from leukoedge.errors import SynthError
 from leukoedge.synth.cells import (
     KIND_LABELS,
     KINDS,
@@ -28,7 +29,6 @@ from leukoedge.synth.cells import (
     sample_red_cell,
     sample_white_cell,
 )
-from leukoedge.synth.errors import SynthError
 from leukoedge.synth.stain import Stain, finish, sample_optics, sample_stain, transmit, vignette_map
 
 logger = logging.getLogger(__name__)

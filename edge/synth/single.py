@@ -8,8 +8,8 @@ import numpy as np
 from PIL import Image
 
 from leukoedge.contract import RBC_DIAMETER_UM
+from leukoedge.errors import SynthError
 from leukoedge.synth.cells import KIND_LABELS, TCIA_CODES, WhiteCell, check_kind, sample_white_cell
-from leukoedge.synth.errors import SynthError
 from leukoedge.synth.field import Scene, cell_truth, place_red_cells, render_region
 from leukoedge.synth.stain import finish, sample_optics, sample_stain, transmit
 

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from leukoedge.errors import SynthError
 from leukoedge.synth.cells import KINDS, check_kind
-from leukoedge.synth.errors import SynthError
 from leukoedge.synth.field import (
     FIELD_PX_PER_UM,
     Scene,

@@ -18,7 +18,7 @@ from statistics import NormalDist
 import numpy as np
 from PIL import Image, ImageFilter
 
-from leukoedge.synth.errors import SynthError
+from leukoedge.errors import SynthError
 
 #: Background (illumination) colour the optical densities below are measured against.
 REFERENCE_WHITE = np.array([240.0, 235.0, 234.0], dtype=np.float32)

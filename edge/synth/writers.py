@@ -22,9 +22,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from leukoedge.errors import DataError
+from leukoedge.errors import DataError, SynthError
 from leukoedge.synth.cells import KIND_LABELS, KINDS, TCIA_CODES, check_kind
-from leukoedge.synth.errors import SynthError
 from leukoedge.synth.field import FIELD_PX_PER_UM, render_field
 from leukoedge.synth.single import render_cell
 from leukoedge.synth.stage import StageSequence

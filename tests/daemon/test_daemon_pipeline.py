@@ -102,7 +102,7 @@ def test_frames_are_dropped_not_queued_when_processing_falls_behind(tmp_path, mo
     config = daemon_config(tmp_path, model, pipeline__max_frames=600, session__sample_id="")
     daemon = Daemon(config, source_factory=lambda c: ScriptedSource(c, script))
     assert daemon.run(install_signals=False) == EXIT_OK
-    m = daemon.metrics()
+    m = daemon.stats.metrics()
     assert m["frames_captured_total"] == 600
     assert m["frames_processed_total"] + m["frames_dropped_total"] <= 600
     assert m["frames_dropped_total"] > 0 and m["frames_processed_total"] > 0
@@ -127,7 +127,7 @@ def test_the_daemon_recovers_from_camera_faults(tmp_path, model, field_frame, fa
     )  # fmt: skip
     daemon = Daemon(config, source_factory=lambda c: ScriptedSource(c, script))
     assert daemon.run(install_signals=False) == EXIT_OK
-    m = daemon.metrics()
+    m = daemon.stats.metrics()
     assert m["camera_reconnects_total"] >= 1
     assert m["frames_captured_total"] == 120
     assert m["frames_processed_total"] > 60
@@ -207,21 +207,21 @@ def test_sessions_metrics_and_frames_over_http(tmp_path, model, field_frame):
     runner.start()
     try:
         deadline = time.monotonic() + 30
-        while not (urls and daemon.healthy()) and time.monotonic() < deadline:
+        while not (urls and daemon.stats.healthy()) and time.monotonic() < deadline:
             time.sleep(0.05)
         url = urls[0]
         assert _http(url + "/healthz")[0] == 200
-        assert daemon.status()["session"] is None
+        assert daemon.stats.status()["session"] is None
         code, body = _http(url + "/api/sessions/start", {"sample_id": "API-7", "note": "smear 2"}, "s3cret")
         assert code == 201 and json.loads(body)["sample_id"] == "API-7"
-        assert daemon.status()["session"]["sample_id"] == "API-7"
-        while daemon.status()["session"]["cells"] < 1 and time.monotonic() < deadline:
+        assert daemon.stats.status()["session"]["sample_id"] == "API-7"
+        while daemon.stats.status()["session"]["cells"] < 1 and time.monotonic() < deadline:
             time.sleep(0.05)
         code, body = _http(url + "/metrics")
         text = body.decode()
         assert code == 200 and "leukoedge_frames_processed_total" in text
         assert "leukoedge_inference_seconds_bucket" in text
-        jpeg = daemon.latest_jpeg()
+        jpeg = daemon.stats.latest_jpeg()
         assert jpeg[:2] == b"\xff\xd8"
         assert _http(url + "/api/sessions/stop", {}, "wrong")[0] == 403
         code, body = _http(url + "/api/sessions/stop", {}, "s3cret")
@@ -260,16 +260,18 @@ def test_a_session_stopped_on_the_database_is_followed(tmp_path, model, field_fr
     runner.start()
     try:
         deadline = time.monotonic() + 30
-        while not (daemon.status()["session"] or {}).get("cells") and time.monotonic() < deadline:
+        while not (daemon.stats.status()["session"] or {}).get("cells") and time.monotonic() < deadline:
             time.sleep(0.05)
-        first = daemon.status()["session"]
+        first = daemon.stats.status()["session"]
         assert first["sample_id"] == "FIRST" and first["cells"] >= 1
         with Store(config.store.state_dir) as other:  # a second connection, as the session CLI opens
             other.stop_session(other.active_session()["id"])
             second_id = other.start_session("SECOND")
-        while (daemon.status()["session"] or {}).get("sample_id") != "SECOND" and time.monotonic() < deadline:
+        while (daemon.stats.status()["session"] or {}).get(
+            "sample_id"
+        ) != "SECOND" and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert daemon.status()["session"]["sample_id"] == "SECOND"
+        assert daemon.stats.status()["session"]["sample_id"] == "SECOND"
     finally:
         daemon.request_stop()
         runner.join(30)
@@ -280,3 +282,25 @@ def test_a_session_stopped_on_the_database_is_followed(tmp_path, model, field_fr
         first_end = store.session(sessions["FIRST"]["id"])["ended_at"]
         late = [c for c in store.session_cells(sessions["FIRST"]["id"]) if c["first_seen_ts"] > first_end]
         assert first_end is not None and not late
+
+
+def test_frame_and_commit_hooks_see_every_processed_frame_and_stored_cell(tmp_path, model):
+    config = daemon_config(
+        tmp_path, model, source__uri="synthetic://?seed=5&fps=0", pipeline__lossless=True,
+        pipeline__max_frames=240,
+    )  # fmt: skip
+    daemon = Daemon(config)
+    timings, commits = [], []
+    daemon.on_frame = timings.append
+    daemon.on_commit = lambda cell, cell_id: commits.append((cell.track_id, cell_id))
+    assert daemon.run(install_signals=False) == EXIT_OK
+    m = daemon.stats.metrics()
+    assert len(timings) == m["frames_processed_total"] == 240
+    assert [t.frame.index for t in timings] == list(range(240))
+    assert all(t.ended >= t.started and t.cpu_s >= 0 for t in timings)
+    assert sum(t.crops for t in timings) > 0
+    with Store(config.store.state_dir) as store:
+        session = store.list_sessions()[0]
+        rows = store.session_cells(session["id"])
+    assert len(rows) == daemon.stats.cells_total > 0
+    assert sorted(commits) == sorted((int(r["track_id"]), int(r["id"])) for r in rows)

@@ -11,9 +11,13 @@ from PIL import Image
 from support import picamera2_fake
 
 from leukoedge.daemon.config import SourceConfig
-from leukoedge.daemon.sources import OpenCVSource, ReplaySource, SyntheticSource, open_source
+from leukoedge.daemon.sources import open_source
+from leukoedge.daemon.sources.base import FrameSource, check_frame
+from leukoedge.daemon.sources.opencv import OpenCVSource
 from leukoedge.daemon.sources.picamera import PiCameraSource, yuv420_to_rgb
-from leukoedge.daemon.types import Frame, FrameSource
+from leukoedge.daemon.sources.replay import ReplaySource
+from leukoedge.daemon.sources.synthetic import SyntheticSource
+from leukoedge.daemon.types import Frame
 from leukoedge.errors import CameraError
 
 W, H = 160, 120
@@ -212,3 +216,46 @@ def test_opencv_source_converts_bgr_and_reports_a_missing_device(fake_cv2):
     source.close()
     with pytest.raises(CameraError, match="cannot open"):
         OpenCVSource(_config("v4l2:///dev/missing"), "/dev/missing").open()
+
+
+class _BadFrames:
+    """A source that hands over whatever frame it is given, as a misbehaving driver would."""
+
+    def __init__(self, rgb):
+        self.uri, self.size, self.rgb = "bad://", (W, H), rgb
+
+    def open(self):
+        pass
+
+    def read(self):
+        return Frame(0, 0.0, self.rgb)
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize(
+    ("rgb", "message"),
+    [
+        (np.zeros((H, W, 3), np.float32), "frame is float32 (120, 160, 3), not H x W x 3 uint8"),
+        (np.zeros((H, W), np.uint8), "frame is uint8 (120, 160), not H x W x 3 uint8"),
+        (np.zeros((H, W, 4), np.uint8), "frame is uint8 (120, 160, 4), not H x W x 3 uint8"),
+        (np.zeros((H + 2, W, 3), np.uint8), "frame is 160x122, expected 160x120"),
+    ],
+)
+def test_one_frame_validator_for_sources_and_the_capture_thread(rgb, message):
+    from leukoedge.daemon.pipeline.queues import LatestQueue
+    from leukoedge.daemon.pipeline.threads import CaptureThread
+
+    with pytest.raises(CameraError) as direct:
+        check_frame(rgb, (W, H), "bad://")
+    assert str(direct.value) == f"bad://: {message}"
+    assert check_frame(np.zeros((H, W, 3), np.uint8), (W, H), "bad://").shape == (H, W, 3)
+
+    queue = LatestQueue(2)
+    capture = CaptureThread(
+        SourceConfig(uri="bad://", max_failures=1, backoff_s=0), lambda _: _BadFrames(rgb), queue
+    )
+    capture.run()  # on this thread: one failure is fatal here
+    assert capture.state == "failed" and len(queue) == 0
+    assert capture.fatal is not None and capture.fatal.endswith(f"last: bad://: {message}")

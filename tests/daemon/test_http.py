@@ -261,3 +261,80 @@ def test_too_many_streams_get_503(provider: FakeProvider) -> None:
 def test_port_in_use_is_a_config_error(provider: FakeProvider) -> None:
     with StatusServer("127.0.0.1", 0, provider) as srv, pytest.raises(ConfigError, match="cannot listen"):
         StatusServer("127.0.0.1", srv.port, provider).start()
+
+
+def _error_classes() -> list[type]:
+    from leukoedge import errors
+
+    return [
+        cls
+        for cls in vars(errors).values()
+        if isinstance(cls, type)
+        and issubclass(cls, errors.LeukoEdgeError)
+        and cls.__module__ == errors.__name__
+    ]
+
+
+#: What each error answers: the statuses the CLI and the HTTP API have always given them.
+EXPECTED_STATUS = {
+    "LeukoEdgeError": 503,
+    "DataError": 503,
+    "ImageError": 503,
+    "ModelError": 503,
+    "BundleError": 503,
+    "RuntimeMissingError": 503,
+    "CameraError": 503,
+    "SourceUnavailable": 503,
+    "ConfigError": 400,
+    "SynthError": 400,
+    "SessionError": 409,
+    "NoSuchSession": 404,
+    "StoreUnavailable": 503,
+    "HttpError": 418,  # an HttpError answers with the status it was raised with
+}
+
+
+def test_every_error_carries_its_status_and_the_server_answers_with_it(
+    server: StatusServer, provider: FakeProvider, monkeypatch
+) -> None:
+    classes = _error_classes()
+    assert sorted(c.__name__ for c in classes) == sorted(EXPECTED_STATUS)
+    for cls in classes:
+        error = cls(418, "refused", {"X-Why": "a test"}) if cls.__name__ == "HttpError" else cls("went wrong")
+        assert cls.exit_code == 2, cls  # the exit status every library error has always had
+        assert error.http_status == EXPECTED_STATUS[cls.__name__], cls
+
+        def fail(error: Exception = error) -> dict:
+            raise error
+
+        monkeypatch.setattr(provider, "status", fail)
+        status, headers, body = request(server, "GET", "/api/status")
+        assert status == EXPECTED_STATUS[cls.__name__], cls
+        assert json.loads(body) == {"error": str(error)}
+        assert headers.get("X-Why") == ("a test" if cls.__name__ == "HttpError" else None)
+
+
+def test_the_command_line_exits_with_the_error_s_exit_code(monkeypatch, capsys) -> None:
+    from leukoedge import cli
+    from leukoedge.errors import SessionError
+
+    class Odd(SessionError):
+        exit_code = 7
+
+    def boom(**_: object) -> None:
+        raise Odd("no such thing")
+
+    monkeypatch.setattr(cli.cli, "main", boom)
+    with pytest.raises(SystemExit) as stopped:
+        cli.main([])
+    assert stopped.value.code == 7
+    assert "Error: no such thing" in capsys.readouterr().err
+
+
+def test_sessions_need_a_store(provider: FakeProvider) -> None:
+    provider.store = None
+    with StatusServer("127.0.0.1", 0, provider) as srv:
+        assert get_json(srv, "/api/sessions") == (503, {"error": "no session store"})
+        assert get_json(srv, "/api/sessions/1") == (503, {"error": "no session store"})
+        status, body = get_json(srv, "/api/status")
+        assert status == 200 and "summary" not in body and "storage" not in body

@@ -15,7 +15,8 @@ from leukoedge import RESEARCH_USE_NOTICE
 from leukoedge.cli import cli
 from leukoedge.cli.session import session_group
 from leukoedge.daemon.http.server import StatusServer
-from leukoedge.daemon.store.database import SessionError, Store
+from leukoedge.daemon.store.database import Store
+from leukoedge.errors import SessionError
 
 
 def run(*args: str, ok: bool = True):

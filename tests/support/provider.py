@@ -14,8 +14,9 @@ import numpy as np
 from PIL import Image
 
 from leukoedge.contract import POSITIVE_CLASS
-from leukoedge.daemon.store.database import SessionError, Store
+from leukoedge.daemon.store.database import Store
 from leukoedge.daemon.types import CountedCell, Histogram
+from leukoedge.errors import SessionError, StoreUnavailable
 
 SHA = "ab" * 32
 #: The fake frames are mostly this colour, so a screenshot shows whether the stream was drawn.
@@ -106,3 +107,21 @@ class FakeProvider:
             raise SessionError("no session is active")
         self.store.stop_session(active["id"])
         return self.store.session_summary(active["id"])
+
+    def _open_store(self) -> Store:
+        if self.store is None:
+            raise StoreUnavailable("no session store")
+        return self.store
+
+    def list_sessions(self) -> list[dict[str, Any]]:
+        return self._open_store().list_sessions()
+
+    def session_summary(self, session_id: int) -> dict[str, Any]:
+        return self._open_store().session_summary(session_id)
+
+    def active_summary(self) -> dict[str, Any] | None:
+        active = self._open_store().active_session()
+        return None if active is None else self._open_store().session_summary(active["id"])
+
+    def storage_health(self) -> dict[str, Any] | None:
+        return None if self.store is None else self.store.health()

@@ -27,9 +27,8 @@ from urllib.parse import urlsplit
 
 from leukoedge import RESEARCH_USE_NOTICE
 from leukoedge.daemon.http import prometheus
-from leukoedge.daemon.store.database import NoSuchSession, SessionError
 from leukoedge.daemon.types import StatusProvider
-from leukoedge.errors import ConfigError, LeukoEdgeError
+from leukoedge.errors import ConfigError, HttpError, LeukoEdgeError
 
 logger = logging.getLogger(__name__)
 
@@ -53,14 +52,6 @@ SECURITY_HEADERS = {
 _GET_ROUTES = {"/healthz", "/metrics", "/api/status", "/api/sessions", "/stream.mjpeg", *STATIC}
 _POST_ROUTES = {"/api/sessions/start", "/api/sessions/stop"}
 _SESSION_PATH = re.compile(r"^/api/sessions/([^/]+)$")
-
-
-class HttpError(Exception):
-    """An answer other than 200, with the message for the JSON body."""
-
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.headers = status, message, headers or {}
 
 
 def is_loopback(host: str) -> bool:
@@ -169,28 +160,21 @@ class StatusServer:
         self.stop()
 
     # -- what the routes answer ----------------------------------------------------------------
-    def store(self) -> Any:
-        store = getattr(self.provider, "store", None)
-        if store is None:
-            raise HttpError(503, "no session store")
-        return store
-
     def status(self) -> dict[str, Any]:
         """The provider's status, plus the active session's summary, storage health and the notice."""
         status = dict(self.provider.status())
-        store = getattr(self.provider, "store", None)
-        if store is not None:
+        storage = self.provider.storage_health()
+        if storage is not None:
             if "summary" not in status:
-                active = store.active_session()
-                status["summary"] = None if active is None else store.session_summary(active["id"])
-            status.setdefault("storage", store.health())
+                status["summary"] = self.provider.active_summary()
+            status.setdefault("storage", storage)
         status.setdefault("notice", RESEARCH_USE_NOTICE)
         return status
 
     def session(self, raw_id: str) -> dict[str, Any]:
         if not re.fullmatch(r"[0-9]{1,15}", raw_id):
             raise HttpError(400, f"bad session id {raw_id[:40]!r}: expected a positive integer")
-        return self.store().session_summary(int(raw_id))
+        return self.provider.session_summary(int(raw_id))
 
     def check_token(self, header: str | None) -> None:
         if self.token is None:
@@ -259,19 +243,13 @@ class _Handler(BaseHTTPRequestHandler):
         path = urlsplit(self.path).path
         try:
             route(path)
-        except HttpError as e:
-            self.close_connection = True
-            self._json(e.status, {"error": e.message}, e.headers)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
-        except ConfigError as e:
-            self._json(400, {"error": str(e)})
-        except NoSuchSession as e:
-            self._json(404, {"error": str(e)})
-        except SessionError as e:
-            self._json(409, {"error": str(e)})
         except LeukoEdgeError as e:
-            self._json(503, {"error": str(e)})
+            # every error says its own status (errors.py); a refused request also ends the connection
+            if isinstance(e, HttpError):
+                self.close_connection = True
+            self._json(e.http_status, {"error": str(e)}, e.http_headers)
         except Exception:
             logger.exception("HTTP %s %s failed", self.command, path)
             self._json(500, {"error": "internal error; see the daemon's log"})
@@ -294,7 +272,7 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/api/status":
             return self._json(200, app.status())
         if path == "/api/sessions":
-            return self._json(200, app.store().list_sessions())
+            return self._json(200, app.provider.list_sessions())
         if path == "/stream.mjpeg":
             return self._stream()
         match = _SESSION_PATH.match(path)

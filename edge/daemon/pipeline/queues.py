@@ -1,19 +1,16 @@
-"""The pieces the pipeline threads share: a freshest-frame queue, rate meters, the store writer.
+"""The pieces the pipeline threads share: a freshest-frame queue and rate meters.
 
 Capture must never wait for processing: :class:`LatestQueue` holds at most a couple of frames and,
 when full, drops the oldest to make room for the newest, counting every drop. Counted cells are
-the opposite: none may be lost, so :class:`StoreWriter` queues them (they are rare, a few per
-second at most) for one thread that commits them in order.
+the opposite (none may be lost): see :class:`~leukoedge.daemon.store.writer.StoreWriter`.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -95,53 +92,3 @@ class RateMeter:
         if len(recent) < 2:
             return 0.0
         return (len(recent) - 1) / max(recent[-1] - recent[0], 1e-6)
-
-
-class StoreWriter(threading.Thread):
-    """Runs store operations one at a time, in order, off the processing thread.
-
-    A store error is logged and counted, never raised into the pipeline: a full disk must not stop
-    the microscope from counting (the store itself reports why crops stopped).
-    """
-
-    def __init__(self, name: str = "leukoedge-store") -> None:
-        super().__init__(name=name, daemon=True)
-        self._ops: queue.Queue[
-            tuple[Callable[..., Any], tuple[Any, ...], Callable[[Any], None] | None] | None
-        ]
-        self._ops = queue.Queue()
-        self.errors = 0
-        self.done = 0
-
-    def submit(self, fn: Callable[..., Any], *args: Any, then: Callable[[Any], None] | None = None) -> None:
-        self._ops.put((fn, args, then))
-
-    def run(self) -> None:
-        while True:
-            op = self._ops.get()
-            if op is None:
-                self._ops.task_done()
-                return
-            fn, args, then = op
-            try:
-                result = fn(*args)
-                if then is not None:
-                    then(result)
-                self.done += 1
-            except Exception:
-                self.errors += 1
-                logger.exception("store operation %s failed", getattr(fn, "__name__", fn))
-            finally:
-                self._ops.task_done()
-
-    def drain(self) -> None:
-        """Wait until every submitted operation has run."""
-        self._ops.join()
-
-    def finish(self, timeout: float = 30.0) -> None:
-        self._ops.put(None)
-        self.join(timeout)
-
-    @property
-    def pending(self) -> int:
-        return self._ops.qsize()

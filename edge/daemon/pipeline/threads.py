@@ -24,10 +24,10 @@ import numpy as np
 
 from leukoedge.daemon.config import DaemonConfig, SourceConfig
 from leukoedge.daemon.pipeline.queues import LatestQueue, RateMeter
-from leukoedge.daemon.sources import SourceUnavailable
+from leukoedge.daemon.sources.base import FrameSource, check_frame
 from leukoedge.daemon.tracking.tracker import Track, Tracker
-from leukoedge.daemon.types import CountedCell, Frame, FrameSource, Histogram
-from leukoedge.errors import CameraError
+from leukoedge.daemon.types import CountedCell, Frame, FrameTiming, Histogram
+from leukoedge.errors import CameraError, SourceUnavailable
 from leukoedge.inference.bundle import ModelBundle
 from leukoedge.inference.classifier import CellClassifier, ClassifierOptions
 from leukoedge.vision.cellextent import whole_flags
@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 
 SourceFactory = Callable[[SourceConfig], FrameSource]
 CountedCallback = Callable[[CountedCell, "np.ndarray | None"], None]
+#: Called on the processing thread after each processed frame (the benchmark's clock).
+FrameHook = Callable[[FrameTiming], None]
 
 
 class CaptureThread(threading.Thread):
@@ -108,14 +110,6 @@ class CaptureThread(threading.Thread):
         self.stop_event.wait(delay)
         self.last_event = time.monotonic()
 
-    def _check(self, frame: Frame, source: FrameSource) -> None:
-        h, w = frame.rgb.shape[:2] if frame.rgb.ndim >= 2 else (0, 0)
-        if frame.rgb.dtype != np.uint8 or frame.rgb.ndim != 3 or (w, h) != tuple(source.size):
-            raise CameraError(
-                f"{source.uri}: frame {frame.rgb.shape} {frame.rgb.dtype} is not {source.size[0]}x"
-                f"{source.size[1]}x3 uint8"
-            )
-
     def run(self) -> None:
         source: FrameSource | None = None
         try:
@@ -133,7 +127,7 @@ class CaptureThread(threading.Thread):
                         logger.info("camera %s: end of frames", self.config.uri)
                         self.finished = True
                         return
-                    self._check(frame, source)
+                    check_frame(frame.rgb, source.size, source.uri)
                 except Exception as e:  # CameraError mostly; anything else from a driver counts too
                     if self.stop_event.is_set():
                         return
@@ -270,9 +264,16 @@ def annotate_jpeg(frame: Frame, assigned: list[tuple[Track, Any]], quality: int 
 class ProcessThread(threading.Thread):
     """Takes the freshest frame, processes it, times it; applies a new model between frames."""
 
-    def __init__(self, processor: FrameProcessor, inbox: LatestQueue, capture: CaptureThread) -> None:
+    def __init__(
+        self,
+        processor: FrameProcessor,
+        inbox: LatestQueue,
+        capture: CaptureThread,
+        on_frame: FrameHook | None = None,
+    ) -> None:
         super().__init__(name="leukoedge-process", daemon=True)
         self.processor = processor
+        self.on_frame = on_frame
         self.inbox = inbox
         self.capture = capture
         self.stop_event = threading.Event()
@@ -303,9 +304,9 @@ class ProcessThread(threading.Thread):
                     if not self.capture.is_alive():
                         return
                     continue
-                start = time.perf_counter()
+                start, cpu = time.perf_counter(), time.thread_time()
                 try:
-                    self.processor.process(frame)
+                    crops = self.processor.process(frame)
                 except Exception:
                     self.errors += 1
                     logger.exception("processing frame %d failed", frame.index)
@@ -313,8 +314,11 @@ class ProcessThread(threading.Thread):
                         self.fatal = "frame processing keeps failing"
                         return
                     continue
-                self.histogram.observe(time.perf_counter() - start)
+                end = time.perf_counter()
+                self.histogram.observe(end - start)
                 self.rate.tick()
+                if self.on_frame is not None:
+                    self.on_frame(FrameTiming(frame, crops, start, end, time.thread_time() - cpu))
         finally:
             try:
                 self.processor.flush()

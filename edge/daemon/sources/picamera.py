@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 
 from leukoedge.daemon.config import SourceConfig
-from leukoedge.daemon.sources import SourceUnavailable, check_frame
+from leukoedge.daemon.sources.base import check_frame
 from leukoedge.daemon.types import Frame
-from leukoedge.errors import CameraError
+from leukoedge.errors import CameraError, SourceUnavailable
 
 logger = logging.getLogger(__name__)
 

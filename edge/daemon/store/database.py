@@ -32,7 +32,7 @@ from leukoedge.daemon.store import cropfiles as cropio
 from leukoedge.daemon.store.schema import migrate
 from leukoedge.daemon.store.summary import blast_summary
 from leukoedge.daemon.types import CountedCell
-from leukoedge.errors import ConfigError, DataError, LeukoEdgeError
+from leukoedge.errors import ConfigError, DataError, NoSuchSession, SessionError
 
 logger = logging.getLogger(__name__)
 
@@ -51,14 +51,6 @@ SELECT s.id, s.sample_id, s.note, s.started_at, s.ended_at,
        COUNT(c.id) AS cells, COALESCE(SUM(c.label = ?), 0) AS blasts
 FROM sessions s LEFT JOIN cells c ON c.session_id = s.id
 """
-
-
-class SessionError(LeukoEdgeError):
-    """A session cannot be started or stopped as asked (one is already running, it has ended...)."""
-
-
-class NoSuchSession(SessionError):
-    """No session has this id."""
 
 
 def validate_sample_id(sample_id: str, note: str = "") -> tuple[str, str]:
