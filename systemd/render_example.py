@@ -2,7 +2,7 @@
 
 Regenerate after a change to the configuration schema:
     python systemd/render_example.py > systemd/leukoedge.toml.example
-tests/test_systemd.py fails while the file and this output differ.
+tests/daemon/test_systemd.py fails while the file and this output differ.
 """
 
 from __future__ import annotations
