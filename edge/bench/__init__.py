@@ -1,1 +1,1 @@
-
+"""Timing the edge on this machine: ``leukoedge bench`` and the helpers behind ``benchmarks/``."""
