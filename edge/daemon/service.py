@@ -24,14 +24,9 @@ from typing import Any
 
 from leukoedge.daemon.config import DaemonConfig, apply_overrides, load_config
 from leukoedge.daemon.notify import Notifier
+from leukoedge.daemon.pipeline.frames import FrameProcessor
 from leukoedge.daemon.pipeline.queues import LatestQueue, StoreWriter
-from leukoedge.daemon.pipeline.threads import (
-    CaptureThread,
-    FrameProcessor,
-    ProcessThread,
-    SourceFactory,
-    annotate_jpeg,
-)
+from leukoedge.daemon.pipeline.threads import CaptureThread, ProcessThread, SourceFactory
 from leukoedge.daemon.sources import open_source
 from leukoedge.daemon.types import CountedCell
 from leukoedge.errors import CameraError, ConfigError, LeukoEdgeError
@@ -326,7 +321,7 @@ class Daemon:
     # -- counted cells and statistics --------------------------------------------------------------
     def _on_counted(self, cell: CountedCell, crop: Any) -> None:
         """Called on the processing thread for each counted cell: queue its commit to the store."""
-        blast = cell.label == (self.bundle.contract.positive_class if self.bundle else "malignant")
+        blast = cell.suspected_blast
         self.cells_total += 1
         self.blasts_total += int(blast)
         with self._session_lock:
@@ -480,7 +475,7 @@ class Daemon:
         cached = self._jpeg_cache
         if cached is not None and cached[0] == frame.index:
             return cached[1]
-        data = annotate_jpeg(frame, assigned)
+        data = self.process.processor.annotate_jpeg(frame, assigned)  # type: ignore[union-attr]
         self._jpeg_cache = (frame.index, data)
         return data
 
