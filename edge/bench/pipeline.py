@@ -12,7 +12,7 @@ ends, one where each counted cell is committed to the store. It runs in two phas
 
 :func:`run_pipeline_child` runs both in a fresh process (``python -m leukoedge.bench.pipeline SPEC``)
 so the peak resident memory reported is the daemon's own. Where the daemon is not installed the
-same stages (detect, crop, classify) are timed in a plain loop, and the result says so.
+same stages (the field analyzer and the classifier) are timed in a plain loop, and the result says so.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 
 #: What a result's ``kind`` says about how it was measured.
 KIND_DAEMON = "daemon pipeline (capture thread, queue, detect, track, classify, SQLite store)"
-KIND_LOOP = "detect+crop+classify loop (daemon pipeline not available)"
+KIND_LOOP = "detect+whole-cell test+crop+classify loop (daemon pipeline not available)"
 
 
 @dataclass(frozen=True)
@@ -173,28 +173,37 @@ def live_phase(spec: PipelineSpec) -> dict[str, Any]:
     }
 
 
+def loop_analyzer(contract: Any) -> Any:
+    """The field analyzer the daemon builds with its default configuration (see ``FrameProcessor``)."""
+    from leukoedge.vision.detect import CellDetector
+    from leukoedge.vision.field import FieldAnalyzer
+
+    return FieldAnalyzer(CellDetector(), contract)
+
+
+def loop_frames(spec: PipelineSpec) -> list[np.ndarray]:
+    """The synthetic stage frames the loop cycles through (at most 120, rendered before timing)."""
+    from leukoedge.synth import StageSequence
+
+    n_cells = max(1, round(spec.cells_per_field * 16))
+    seq = StageSequence(spec.width, spec.height, seed=spec.seed, n_cells=n_cells)
+    return [seq.frame(i)[0] for i in range(min(spec.frames, 120))]
+
+
 def loop_fps(spec: PipelineSpec) -> dict[str, Any]:
-    """The daemon's stages in a plain loop over synthetic stage frames (no threads, queue or store)."""
+    """The daemon's stages in a plain loop: the same field analyzer (detect, whole-cell test, crops at
+    the measured scale) and classifier, without threads, queue, tracker or store."""
     from leukoedge.inference.bundle import load_bundle
     from leukoedge.inference.classifier import CellClassifier, ClassifierOptions
-    from leukoedge.synth import StageSequence
-    from leukoedge.vision.crops import extract_crops
-    from leukoedge.vision.detect import CellDetector
 
     bundle = load_bundle(spec.model or None)
     classifier = CellClassifier(bundle, ClassifierOptions(num_threads=spec.threads, batch_size=8))
-    detector = CellDetector()
-    n_cells = max(1, round(spec.cells_per_field * 16))
-    seq = StageSequence(spec.width, spec.height, seed=spec.seed, n_cells=n_cells)
-    frames = [seq.frame(i)[0] for i in range(min(spec.frames, 120))]
+    analyzer = loop_analyzer(bundle.contract)
+    frames = loop_frames(spec)
     ends = []
     for i in range(spec.warmup + spec.frames):
-        frame = frames[i % len(frames)]
-        whole = [d for d in detector.detect(frame) if not d.touches_edge]
-        if whole:
-            crops = extract_crops(
-                frame, whole, bundle.contract.crop, bundle.contract.size, detector.measured_px_per_um
-            )
+        _, crops = analyzer.analyze(frames[i % len(frames)])
+        if len(crops):
             classifier.predict_proba(crops)
         if i >= spec.warmup:
             ends.append(time.perf_counter())

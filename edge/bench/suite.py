@@ -138,7 +138,9 @@ def measure_pipeline(bundle: Any, threads: int, plan: Plan) -> tuple[dict, dict]
             "1 / CPU time per frame: fps on a free core",
         )
     if "loop" in result["kind"]:
-        figures["pipeline_fps"]["note"] = "detect+crop+classify loop: the daemon pipeline is not available"
+        figures["pipeline_fps"]["note"] = (
+            "detect+whole-cell test+crop+classify loop: the daemon pipeline is not available"
+        )
     live = result.get("live")
     if live:
         at = f"at a {live['source_fps']:g} fps source"

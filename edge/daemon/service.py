@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING, Any
 
 from leukoedge.daemon.config import DaemonConfig, SourceConfig, apply_overrides, load_config
 from leukoedge.daemon.notify import Notifier
+from leukoedge.daemon.pipeline.frames import FrameProcessor
 from leukoedge.daemon.pipeline.queues import LatestQueue
 from leukoedge.daemon.pipeline.threads import (
     CaptureThread,
     FrameHook,
-    FrameProcessor,
     ProcessThread,
     SourceFactory,
 )
@@ -268,7 +268,7 @@ class Daemon:
     # -- counted cells -----------------------------------------------------------------------------
     def _on_counted(self, cell: CountedCell, crop: Any) -> None:
         """Called on the processing thread for each counted cell: queue its commit to the store."""
-        blast = cell.label == (self.bundle.contract.positive_class if self.bundle else "malignant")
+        blast = cell.suspected_blast
         session_id = self.sessions.current_id
         self.stats.counted(blast, in_session=session_id is not None)
         if session_id is None or self.store is None:

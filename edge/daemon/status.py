@@ -11,7 +11,6 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from leukoedge.daemon.pipeline.threads import annotate_jpeg
 from leukoedge.daemon.sessions import Counters
 
 if TYPE_CHECKING:
@@ -119,13 +118,13 @@ class DaemonStatus:
         """The latest processed frame, annotated; drawn once per frame however many viewers ask."""
         proc = self.daemon.process
         latest = proc.processor.latest if proc else None
-        if latest is None:
+        if proc is None or latest is None:
             return None
         frame, assigned = latest
         cached = self._jpeg_cache
         if cached is not None and cached[0] == frame.index:
             return cached[1]
-        data = annotate_jpeg(frame, assigned)
+        data = proc.processor.annotate_jpeg(frame, assigned)
         self._jpeg_cache = (frame.index, data)
         return data
 

@@ -34,6 +34,8 @@ class CountedCell:
     label: str
     n_classifications: int
     model_sha256: str
+    #: Decided once, from the counting bundle's contract and threshold; every count reads this.
+    suspected_blast: bool
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -46,8 +48,9 @@ class Frame:
     """One captured frame.
 
     ``rgb`` is the image detection runs on (the lores stream on a Pi camera); ``main_rgb`` the
-    full-resolution image crops are cut from, or None when it is the same image. ``scale`` maps
-    detection coordinates to main-image coordinates (main = detection * scale).
+    full-resolution image crops are cut from, or None when it is the same image. ``main_ratio`` maps
+    detection coordinates to main-image coordinates (main = detection * main_ratio); it is not a
+    physical scale (pixels per micrometre).
     """
 
     index: int
@@ -61,7 +64,7 @@ class Frame:
         return self.rgb if self.main_rgb is None else self.main_rgb
 
     @property
-    def scale(self) -> tuple[float, float]:
+    def main_ratio(self) -> tuple[float, float]:
         """(sx, sy) factors from detection-image to crop-image coordinates."""
         if self.main_rgb is None:
             return (1.0, 1.0)

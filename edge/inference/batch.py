@@ -29,6 +29,9 @@ import numpy as np
 
 from leukoedge.errors import DataError, LeukoEdgeError
 from leukoedge.inference.classifier import CellClassifier
+from leukoedge.vision.annotate import draw_marks, field_marks
+from leukoedge.vision.detect import CellDetector, Detection, DetectorConfig
+from leukoedge.vision.field import FieldAnalyzer
 from leukoedge.vision.images import IMAGE_SUFFIXES, decode_image, is_image_path, load_cell
 
 logger = logging.getLogger(__name__)
@@ -155,7 +158,7 @@ class _Prepared:
     crops: np.ndarray | None = None
     error: str | None = None
     size: tuple[int, int] = (0, 0)
-    detections: list[Any] | None = None
+    detections: list[Detection] | None = None
     frame: np.ndarray | None = None
 
     @property
@@ -184,56 +187,25 @@ def _ordered_map(fn: Callable[[Any], Any], items: list[Any], workers: int) -> It
                 f.cancel()
 
 
-class FieldAnalyzer:
-    """Detects white cells in a field and cuts model crops, one detector per thread.
+class _FieldAnalyzers:
+    """One :class:`~leukoedge.vision.field.FieldAnalyzer` (and detector) per decoding thread.
 
     Each field is calibrated on its own red cells (unless a scale is given), so a field's result
     does not depend on which other fields were classified in the same run.
     """
 
     def __init__(self, classifier: CellClassifier, px_per_um: float | None = None) -> None:
-        from leukoedge.vision.detect import DetectorConfig
-
         self.contract = classifier.contract
         self.config = DetectorConfig(px_per_um=px_per_um).validate()
         self._local = threading.local()
 
-    def _detector(self) -> Any:
-        from leukoedge.vision.detect import CellDetector
-
-        detector = getattr(self._local, "detector", None)
-        if detector is None:
-            detector = self._local.detector = CellDetector(self.config)
-        detector.reset_calibration()
-        return detector
-
-    def analyze(self, frame: np.ndarray) -> tuple[list[Any], np.ndarray]:
-        """All detections, and the model crops of those not cut by the frame border.
-
-        A detection whose whole cell (nucleus and cytoplasm, :mod:`leukoedge.vision.cellextent`) reaches
-        the border comes back with ``touches_edge`` set, even when its nucleus is clear of it.
-        """
-        from dataclasses import replace
-
-        from leukoedge.vision.cellextent import whole_flags
-        from leukoedge.vision.crops import extract_crops
-
-        detector = self._detector()
-        detections = detector.detect(frame)
-        flags = whole_flags(frame, detections)
-        detections = [
-            d if w else replace(d, touches_edge=True) for d, w in zip(detections, flags, strict=True)
-        ]
-        whole = [d for d in detections if not d.touches_edge]
-        size = self.contract.size
-        if not whole:
-            return detections, np.empty((0, size, size, 3), np.uint8)
-        # Scale mode: the crop covers the training images' area in micrometres (the red-cell ruler),
-        # so small cells stay small; cell mode only where no scale could be measured.
-        crops = extract_crops(
-            frame, whole, self.contract.crop, size=size, px_per_um=detector.measured_px_per_um
-        )
-        return detections, crops
+    def analyze(self, frame: np.ndarray) -> tuple[list[Detection], np.ndarray]:
+        """All detections (``whole`` set by the cell's extent), and the model crops of the whole ones."""
+        analyzer = getattr(self._local, "analyzer", None)
+        if analyzer is None:
+            analyzer = self._local.analyzer = FieldAnalyzer(CellDetector(self.config), self.contract)
+        analyzer.detector.reset_calibration()
+        return analyzer.analyze(frame)
 
 
 # -- the pipeline ---------------------------------------------------------------------------------
@@ -258,7 +230,7 @@ class FileClassifier:
         self.classifier = classifier
         self.contract = classifier.contract
         self.field = field
-        self.analyzer = FieldAnalyzer(classifier, px_per_um) if field else None
+        self.analyzer = _FieldAnalyzers(classifier, px_per_um) if field else None
         self.workers = default_workers() if workers is None else max(1, int(workers))
         self.batch_size = max(1, int(batch_size))
         self.annotate_dir = Path(annotate_dir) if annotate_dir is not None else None
@@ -322,8 +294,8 @@ class FileClassifier:
         cells: list[dict[str, Any]] = []
         scores = iter(probs.tolist())
         for d in p.detections or []:
-            cell: dict[str, Any] = {"bbox": [int(v) for v in d.bbox], "edge": bool(d.touches_edge)}
-            if d.touches_edge:
+            cell: dict[str, Any] = {"bbox": [int(v) for v in d.bbox], "edge": not d.whole}
+            if not d.whole:
                 cell.update(label=None, p_malignant=None)
             else:
                 prob = next(scores)
@@ -344,52 +316,11 @@ class FileClassifier:
         self._annotation_names.add(name)
         out = self.annotate_dir / name
         try:
-            draw_cells(p.frame, cells, self.contract).save(out)
+            draw_marks(p.frame, field_marks(cells, self.contract.positive_class)).save(out)
         except OSError as e:
             logger.warning("%s: annotation not written: %s", out, e)
             return None
         return str(out)
-
-
-# -- annotation -----------------------------------------------------------------------------------
-#: Box colours: the positive class, the other class, and cells cut by the frame border (not classified).
-POSITIVE_COLOUR = (230, 40, 40)
-NEGATIVE_COLOUR = (40, 170, 70)
-EDGE_COLOUR = (150, 150, 150)
-
-
-def _font(size: int) -> Any:
-    from PIL import ImageFont
-
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1 has one fixed-size bitmap font
-        return ImageFont.load_default()
-
-
-def draw_cells(frame: np.ndarray, cells: list[dict[str, Any]], contract: Any) -> Any:
-    """The field as a PIL image with each cell's box, label and p drawn, coloured by label."""
-    from PIL import Image, ImageDraw
-
-    img = Image.fromarray(np.ascontiguousarray(frame, dtype=np.uint8), "RGB")
-    draw = ImageDraw.Draw(img)
-    width = max(2, min(img.size) // 240)
-    font = _font(max(11, min(img.size) // 40))
-    for cell in cells:
-        x0, y0, x1, y1 = cell["bbox"]
-        if cell.get("edge") or cell.get("label") is None:
-            colour, text = EDGE_COLOUR, "edge"
-        else:
-            positive = cell["label"] == contract.positive_class
-            colour = POSITIVE_COLOUR if positive else NEGATIVE_COLOUR
-            text = f"{cell['label']} p={cell['p_malignant']:.2f}"
-        draw.rectangle((x0, y0, max(x0, x1 - 1), max(y0, y1 - 1)), outline=colour, width=width)
-        _, top, _, bottom = draw.textbbox((0, 0), text, font=font)
-        tx, ty = x0, max(0, y0 - (bottom - top) - 2 * width)
-        box = draw.textbbox((tx, ty), text, font=font)
-        draw.rectangle(box, fill=(255, 255, 255))
-        draw.text((tx, ty), text, fill=colour, font=font)
-    return img
 
 
 def default_workers() -> int:

@@ -89,13 +89,18 @@ class DetectorConfig:
 
 @dataclass(frozen=True)
 class Detection:
-    """One white cell in frame pixels: box (x0, y0, x1, y1 exclusive), centre (x, y), diameter."""
+    """One white cell in frame pixels: box (x0, y0, x1, y1 exclusive), centre (x, y), diameter.
+
+    ``whole`` is whether the whole cell is in the frame, decided by
+    :class:`~leukoedge.vision.field.FieldAnalyzer` (None until it has been).
+    """
 
     bbox: tuple[int, int, int, int]
     center: tuple[float, float]
     diameter: float
     touches_edge: bool
     score: float
+    whole: bool | None = None
 
     def to_dict(self) -> dict[str, object]:
         return {

@@ -142,6 +142,36 @@ def test_pipeline_loop_fallback_times_the_stages(bundles: Path) -> None:
     assert result["frames"] == 12 and _positive(result["fps"]["median"]) and result["fps"]["n"] == 2
 
 
+def test_pipeline_loop_makes_the_daemons_whole_cut_decisions_and_crops(bundles: Path, tmp_path: Path) -> None:
+    """The benchmark loop times the pipeline that counts: same detections, whole/cut flags and crops."""
+    import numpy as np
+    from support.daemon import daemon_config
+
+    from leukoedge.bench.pipeline import PipelineSpec, loop_analyzer, loop_frames
+    from leukoedge.daemon.pipeline.frames import FrameProcessor
+    from leukoedge.daemon.types import Frame
+
+    model = bundles / "tiny_int8.json"
+    bundle = load_bundle(model)
+    processor = FrameProcessor(daemon_config(tmp_path, model), bundle, lambda cell, crop: None)
+    analyzer = loop_analyzer(bundle.contract)
+    decisions = {True: 0, False: 0}
+    compared = 0
+    for i, rgb in enumerate(loop_frames(PipelineSpec(frames=60, cells_per_field=3.0))):
+        detections, crops = analyzer.analyze(rgb)
+        loop = {d.bbox: d.whole for d in detections}
+        loop_crops = dict(zip([d.bbox for d in detections if d.whole], crops, strict=True))
+        processor.process(Frame(i, float(i), rgb))
+        assert processor.latest is not None
+        for track, det in processor.latest[1]:
+            assert loop[det.bbox] is det.whole is not None
+            decisions[bool(det.whole)] += 1
+            if track.last_classified == i:
+                assert track.crop is not None and np.array_equal(track.crop, loop_crops[det.bbox])
+                compared += 1
+    assert decisions[True] > 0 and decisions[False] > 0 and compared > 0, (decisions, compared)
+
+
 # -- the benchmark scripts ------------------------------------------------------------------------------
 def _script(name: str, *args: str, timeout: float = 120) -> dict:
     proc = subprocess.run(

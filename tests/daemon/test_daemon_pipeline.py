@@ -10,7 +10,7 @@ from support.daemon import NotifyListener, Script, ScriptedSource, daemon_config
 from support.model import make_test_bundle
 
 from leukoedge.daemon.notify import Notifier
-from leukoedge.daemon.pipeline.threads import FrameProcessor
+from leukoedge.daemon.pipeline.frames import FrameProcessor
 from leukoedge.daemon.service import EXIT_CAMERA, EXIT_OK, Daemon
 from leukoedge.daemon.store.database import Store
 from leukoedge.daemon.tracking.counting_eval import CountingResult, TruthRecorder

@@ -113,7 +113,7 @@ def test_every_source_follows_the_protocol(name, image_folder, fake_picamera2, f
         assert frame.rgb.shape == (H, W, 3) and frame.rgb.dtype == np.uint8
         if frame.main_rgb is not None:
             assert frame.main_rgb.shape == (2 * H, 2 * W, 3)
-            assert frame.scale == (2.0, 2.0)
+            assert frame.main_ratio == (2.0, 2.0)
     assert frames[1].ts >= frames[0].ts
 
 

@@ -2,24 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import replace
 
 import numpy as np
 
 from leukoedge.daemon.config import TrackerConfig
 from leukoedge.daemon.pipeline.queues import LatestQueue, RateMeter
 from leukoedge.daemon.tracking.tracker import Tracker
+from leukoedge.vision.detect import Detection
 
 W, H = 640, 480
 
 
-@dataclass(frozen=True)
-class Det:
-    bbox: tuple[int, int, int, int]
-    center: tuple[float, float]
-    diameter: float
-    touches_edge: bool
-    score: float = 1.0
+def Det(  # noqa: N802  (reads as the detection it builds)
+    bbox: tuple[int, int, int, int], center: tuple[float, float], diameter: float, touches_edge: bool
+) -> Detection:
+    return Detection(bbox, center, diameter, touches_edge, 1.0)
 
 
 def _detections(cells: np.ndarray, offset: np.ndarray, diameter: float = 40.0) -> list[Det]:
@@ -190,18 +188,20 @@ def test_rate_meter():
     assert meter.total == 21
 
 
-def _run_flagged(tracker: Tracker, dets: list[Det], whole: list[bool] | None, frames: int = 12) -> list:
+def _run_flagged(tracker: Tracker, dets: list[Detection], whole: list[bool] | None, frames: int = 12) -> list:
+    if whole is not None:
+        dets = [replace(d, whole=w) for d, w in zip(dets, whole, strict=True)]
     counted = []
     for i in range(frames):
-        for track, det in tracker.update(i, float(i), dets, whole):
+        for track, det in tracker.update(i, float(i), dets):
             if tracker.is_whole(det) and track.wants_classification(i, tracker.config):
                 tracker.record(track, i, 0.8, det.bbox, np.zeros((64, 64, 3), np.uint8))
         counted += tracker.collect()
     return counted + tracker.flush()
 
 
-def test_whole_flags_given_with_the_detections_decide_over_the_margin():
-    """A cell's measured extent (the flags) overrides the margin around its stained region."""
+def test_whole_set_on_the_detections_decides_over_the_margin():
+    """A cell's measured extent (the analyzer's ``whole``) overrides the margin around its stained region."""
     near = Det((585, 200, 630, 245), (607.5, 222.5), 45.0, False)  # 10 px from the edge: margin says cut
     inside = Det((300, 200, 345, 245), (322.5, 222.5), 45.0, False)  # margin says whole
     tracker = Tracker(TrackerConfig(), W, H)
@@ -209,9 +209,10 @@ def test_whole_flags_given_with_the_detections_decide_over_the_margin():
     assert len(_run_flagged(Tracker(TrackerConfig(), W, H), [near], None)) == 0
     assert len(_run_flagged(Tracker(TrackerConfig(), W, H), [near], [True])) == 1
     assert len(_run_flagged(Tracker(TrackerConfig(), W, H), [inside], [False])) == 0
-    # the flags hold for the frame they came with only
+    # the decision travels with the detection it was made for, not with the tracker's last frame
     tracker = Tracker(TrackerConfig(), W, H)
-    tracker.update(0, 0.0, [near], [True])
-    assert tracker.is_whole(near)
+    flagged = replace(near, whole=True)
+    tracker.update(0, 0.0, [flagged])
+    assert tracker.is_whole(flagged)
     tracker.update(1, 1.0, [near])
-    assert not tracker.is_whole(near)
+    assert not tracker.is_whole(near) and tracker.is_whole(flagged)

@@ -104,3 +104,22 @@ def make_test_bundle(out_dir: str | Path, variant: str = "int8") -> Path:
     }
     bundle = write_bundle(out, name, tflite_bytes, manifest)
     return bundle.manifest_path
+
+
+def make_renamed_bundle(out_dir: str | Path, positive: str = "blast", negative: str = "other") -> Path:
+    """The tiny int8 model under a contract whose classes have other names (``positive`` first).
+
+    Nothing downstream of the classifier may know the class names of the shipped bundles; this one
+    shows whether counts, exports and crop saving follow the bundle instead.
+    """
+    from leukoedge.inference.bundle import load_bundle, write_bundle
+
+    out = Path(out_dir)
+    manifest_path = out / f"renamed_{positive}.json"
+    if manifest_path.exists():
+        return manifest_path
+    tiny = load_bundle(make_test_bundle(out))
+    contract = InputContract(class_names=(positive, negative), positive_class=positive)
+    manifest = {**tiny.manifest, "input_contract": contract.to_dict()}
+    manifest["model"] = {**tiny.manifest["model"], "name": f"renamed_{positive}"}
+    return write_bundle(out, f"renamed_{positive}", tiny.tflite_path.read_bytes(), manifest).manifest_path

@@ -26,7 +26,10 @@ FRAME_RGB = (200, 40, 200)
 def make_cell(track_id: int, blast: bool, p: float | None = None) -> CountedCell:
     p = (0.9 if blast else 0.1) if p is None else p
     label = POSITIVE_CLASS if blast else "non_malignant"
-    return CountedCell(track_id, 100.0 + track_id, 101.5 + track_id, (10, 20, 74, 84), p, label, 4, SHA)
+    return CountedCell(
+        track_id, 100.0 + track_id, 101.5 + track_id, (10, 20, 74, 84), p, label, 4, SHA,
+        suspected_blast=blast,
+    )  # fmt: skip
 
 
 def crop(value: int = 120) -> np.ndarray:

@@ -5,37 +5,29 @@ The capture thread reads the camera as fast as it delivers and puts frames into 
 oldest waiting frame is dropped and counted, so what is processed is always recent and memory
 stays flat. A failed camera is closed and reopened with exponential back-off; after
 ``source.max_failures`` consecutive failures the pipeline stops with a fatal error so the service
-manager restarts the daemon. The processing thread detects cells on the detection image, follows
-them with the :class:`~.tracker.Tracker`, classifies crops cut from the full-resolution image, and
-hands each counted cell to a callback (the daemon commits it to the store at once).
+manager restarts the daemon. The processing thread runs each frame through the
+:class:`~leukoedge.daemon.pipeline.frames.FrameProcessor` (detect, track, classify, count), which hands
+each counted cell to a callback (the daemon commits it to the store at once).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import io
 import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
-
-import numpy as np
 
 from leukoedge.daemon.config import DaemonConfig, SourceConfig
+from leukoedge.daemon.pipeline.frames import FrameProcessor
 from leukoedge.daemon.pipeline.queues import LatestQueue, RateMeter
 from leukoedge.daemon.sources.base import FrameSource, check_frame
-from leukoedge.daemon.tracking.tracker import Track, Tracker
-from leukoedge.daemon.types import CountedCell, Frame, FrameTiming, Histogram
+from leukoedge.daemon.types import FrameTiming, Histogram
 from leukoedge.errors import CameraError, SourceUnavailable
 from leukoedge.inference.bundle import ModelBundle
-from leukoedge.inference.classifier import CellClassifier, ClassifierOptions
-from leukoedge.vision.cellextent import whole_flags
 
 logger = logging.getLogger(__name__)
 
 SourceFactory = Callable[[SourceConfig], FrameSource]
-CountedCallback = Callable[[CountedCell, "np.ndarray | None"], None]
 #: Called on the processing thread after each processed frame (the benchmark's clock).
 FrameHook = Callable[[FrameTiming], None]
 
@@ -149,116 +141,6 @@ class CaptureThread(threading.Thread):
             self._close()
             if self.state != "failed":
                 self.state = "stopped"
-
-
-class FrameProcessor:
-    """Detect, track, classify and count on one frame at a time (the processing thread's work)."""
-
-    def __init__(
-        self, config: DaemonConfig, bundle: ModelBundle, on_counted: CountedCallback, first_track_id: int = 1
-    ) -> None:
-        from leukoedge.vision.detect import CellDetector
-        from leukoedge.vision.detect import DetectorConfig as DetectConfig
-
-        px = config.detector.px_per_um or None
-        self.detector = CellDetector(DetectConfig(px_per_um=px))
-        self.tracker = Tracker(config.tracker, config.source.width, config.source.height, first_track_id)
-        self.on_counted = on_counted
-        self.set_model(config, bundle)
-        self.latest: tuple[Frame, list[tuple[Track, Any]]] | None = None
-
-    def set_model(self, config: DaemonConfig, bundle: ModelBundle) -> None:
-        """Swap the classifier and tracking rules (on reload); tracks and counts carry on."""
-        options = ClassifierOptions(
-            threshold=config.model.threshold or None,
-            runtime=config.model.runtime or None,
-            num_threads=config.model.num_threads,
-            batch_size=8,
-        )
-        self.classifier = CellClassifier(bundle, options)
-        self.bundle = bundle
-        self.tracker.config = config.tracker
-        self.aggregate = config.tracker.aggregate
-
-    def process(self, frame: Frame) -> int:
-        """Run one frame through the stages; return the number of crops classified."""
-        from leukoedge.vision.crops import extract_crops
-
-        detections = self.detector.detect(frame.rgb)
-        whole = whole_flags(frame.rgb, detections) if self.tracker.config.edge_rule == "extent" else None
-        assigned = self.tracker.update(frame.index, frame.ts, detections, whole)
-        due = [
-            (t, d)
-            for t, d in assigned
-            if self.tracker.is_whole(d) and t.wants_classification(frame.index, self.tracker.config)
-        ]
-        if due:
-            sx, sy = frame.scale
-            main = [_scaled(d, sx, sy) for _, d in due]
-            contract = self.bundle.contract
-            # the detector's scale (configured, or measured on red cells) keeps crops at the
-            # training images' size in micrometres; None falls back to sizing by the cell
-            measured = self.detector.measured_px_per_um
-            px_per_um = measured * (sx + sy) / 2 if measured else None
-            crops = extract_crops(frame.crop_source, main, contract.crop, contract.size, px_per_um)
-            probs = self.classifier.predict_proba(crops)
-            for (track, _), det, p, crop in zip(due, main, probs, crops, strict=True):
-                self.tracker.record(track, frame.index, float(p), det.bbox, crop)
-        self._emit(self.tracker.collect())
-        self.latest = (frame, assigned)
-        return len(due)
-
-    def flush(self) -> None:
-        """Count every qualifying live track (shutdown)."""
-        self._emit(self.tracker.flush())
-
-    def _emit(self, tracks: list[Track]) -> None:
-        for t in tracks:
-            p = t.probability(self.aggregate)
-            cell = CountedCell(
-                track_id=t.id,
-                first_seen_ts=t.first_ts,
-                last_seen_ts=t.last_ts,
-                bbox=t.bbox_main or tuple(int(v) for v in t.detection.bbox),  # type: ignore[arg-type]
-                p_malignant=p,
-                label=self.bundle.contract.label_for(p, self.classifier.threshold),
-                n_classifications=len(t.probs),
-                model_sha256=self.bundle.sha256,
-            )
-            self.on_counted(cell, t.crop)
-
-
-def _scaled(det: Any, sx: float, sy: float) -> Any:
-    """A detection mapped from the detection image to the full-resolution image."""
-    if sx == 1.0 and sy == 1.0:
-        return det
-    x0, y0, x1, y1 = det.bbox
-    cx, cy = det.center
-    bbox = (int(x0 * sx), int(y0 * sy), int(np.ceil(x1 * sx)), int(np.ceil(y1 * sy)))
-    return dataclasses.replace(
-        det, bbox=bbox, center=(cx * sx, cy * sy), diameter=det.diameter * (sx + sy) / 2
-    )
-
-
-def annotate_jpeg(frame: Frame, assigned: list[tuple[Track, Any]], quality: int = 80) -> bytes:
-    """The detection image with each cell's box: green while counting, red/blue once labelled."""
-    from PIL import Image, ImageDraw
-
-    image = Image.fromarray(np.ascontiguousarray(frame.rgb).copy())
-    draw = ImageDraw.Draw(image)
-    for track, det in assigned:
-        if track.probs:
-            p = track.probability()
-            colour = (220, 30, 30) if p >= 0.5 else (30, 90, 220)
-            text = f"{track.id} p={p:.2f}"
-        else:
-            colour, text = (30, 160, 60), str(track.id)
-        x0, y0, x1, y1 = det.bbox
-        draw.rectangle((x0, y0, x1 - 1, y1 - 1), outline=colour, width=2)
-        draw.text((x0 + 2, max(0, y0 - 11)), text, fill=colour)
-    buf = io.BytesIO()
-    image.save(buf, format="JPEG", quality=quality)
-    return buf.getvalue()
 
 
 class ProcessThread(threading.Thread):

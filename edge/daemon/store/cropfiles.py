@@ -20,7 +20,6 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image
 
-from leukoedge.contract import POSITIVE_CLASS
 from leukoedge.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -105,9 +104,9 @@ class CropSaver:
     def saving(self) -> bool:
         return self.state == "ok"
 
-    def wants(self, label: str) -> bool:
+    def wants(self, suspected_blast: bool) -> bool:
         """Whether the configuration asks for this cell's crop at all."""
-        return self.mode == "all" or (self.mode == "blasts" and label == POSITIVE_CLASS)
+        return self.mode == "all" or (self.mode == "blasts" and suspected_blast)
 
     def free_bytes(self, where: Path) -> int | None:
         try:

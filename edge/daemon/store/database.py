@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from leukoedge.contract import POSITIVE_CLASS
 from leukoedge.daemon.store import cropfiles as cropio
+from leukoedge.daemon.store.cropstore import CropAccounting
 from leukoedge.daemon.store.schema import migrate
 from leukoedge.daemon.store.summary import blast_summary
 from leukoedge.daemon.types import CountedCell
@@ -39,16 +39,14 @@ logger = logging.getLogger(__name__)
 DB_NAME = "leukoedge.db"
 MAX_SAMPLE_ID = 200
 MAX_NOTE = 2000
-#: Eviction frees space down to this fraction of the budget, so it runs in batches, not per cell.
-EVICT_TO = 0.9
 
 _CELL_COLUMNS = (
     "id, session_id, track_id, first_seen_ts, last_seen_ts, x0, y0, x1, y1, p_malignant, label, "
-    "n_classifications, model_sha256, crop_path, crop_bytes, crop_state"
+    "n_classifications, model_sha256, crop_path, crop_bytes, crop_state, suspected_blast"
 )
 _SESSION_QUERY = """
 SELECT s.id, s.sample_id, s.note, s.started_at, s.ended_at,
-       COUNT(c.id) AS cells, COALESCE(SUM(c.label = ?), 0) AS blasts
+       COUNT(c.id) AS cells, COALESCE(SUM(c.suspected_blast), 0) AS blasts
 FROM sessions s LEFT JOIN cells c ON c.session_id = s.id
 """
 
@@ -72,7 +70,7 @@ def _row_id(cur: sqlite3.Cursor) -> int:
     return cur.lastrowid
 
 
-class Store:
+class Store(CropAccounting):
     """Sessions, counted cells, per-minute frame statistics and cell crops in ``state_dir``."""
 
     def __init__(
@@ -205,18 +203,16 @@ class Store:
         logger.info("session %d stopped", session_id)
 
     def active_session(self) -> dict[str, Any] | None:
-        rows = self._query(_SESSION_QUERY + " WHERE s.ended_at IS NULL GROUP BY s.id", (POSITIVE_CLASS,))
+        rows = self._query(_SESSION_QUERY + " WHERE s.ended_at IS NULL GROUP BY s.id")
         return _session_dict(rows[0]) if rows else None
 
     def list_sessions(self) -> list[dict[str, Any]]:
         """All sessions, newest first, with their cell and suspected-blast counts."""
-        rows = self._query(_SESSION_QUERY + " GROUP BY s.id ORDER BY s.id DESC", (POSITIVE_CLASS,))
+        rows = self._query(_SESSION_QUERY + " GROUP BY s.id ORDER BY s.id DESC")
         return [_session_dict(r) for r in rows]
 
     def session(self, session_id: int) -> dict[str, Any]:
-        rows = self._query(
-            _SESSION_QUERY + " WHERE s.id = ? GROUP BY s.id", (POSITIVE_CLASS, int(session_id))
-        )
+        rows = self._query(_SESSION_QUERY + " WHERE s.id = ? GROUP BY s.id", (int(session_id),))
         if not rows:
             raise NoSuchSession(f"no session {session_id}")
         return _session_dict(rows[0])
@@ -259,7 +255,7 @@ class Store:
         cell from being recorded; :meth:`health` says why crops are off.
         """
         with self._lock:
-            png, state = self._prepare_crop(cell.label, crop_rgb)
+            png, state = self._prepare_crop(cell.suspected_blast, crop_rgb)
             if png is not None and not self._room_for(len(png)):
                 png, state = None, "skipped"
                 self.saver.skipped_total += 1
@@ -275,94 +271,17 @@ class Store:
                 raise SessionError(f"session {session_id} has ended; cells cannot be added")
             cur = conn.execute(
                 "INSERT INTO cells (session_id, track_id, first_seen_ts, last_seen_ts, x0, y0, x1, y1, "
-                "p_malignant, label, n_classifications, model_sha256) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                "p_malignant, label, n_classifications, model_sha256, suspected_blast) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (int(session_id), int(cell.track_id), float(cell.first_seen_ts), float(cell.last_seen_ts),
                  x0, y0, x1, y1, float(cell.p_malignant), str(cell.label), int(cell.n_classifications),
-                 str(cell.model_sha256)),
+                 str(cell.model_sha256), int(bool(cell.suspected_blast))),
             )  # fmt: skip
             cell_id = _row_id(cur)
             if png is not None:
                 state = self._write_crop(conn, session_id, cell_id, png)
             conn.execute("UPDATE cells SET crop_state = ? WHERE id = ?", (state, cell_id))
         return cell_id
-
-    def _prepare_crop(self, label: str, crop_rgb: np.ndarray | None) -> tuple[bytes | None, str]:
-        """The crop's PNG bytes (or None) and the crop state to record if nothing else happens."""
-        if crop_rgb is None or not self.saver.wants(label):
-            return None, "none"
-        try:
-            return cropio.encode_png(crop_rgb), "pending"
-        except (ValueError, OSError) as e:
-            self.saver.failed_total += 1
-            self.saver.set_state("invalid_crop", f"a crop could not be encoded: {e}")
-            return None, "failed"
-
-    def _room_for(self, nbytes: int) -> bool:
-        """Whether a crop of ``nbytes`` fits the disk and the budget (evicting old crops if need be)."""
-        low = self.saver.disk_low(self.state_dir, nbytes)
-        if low:
-            self.saver.set_state("disk_low", low)
-            return False
-        if self.saver.over_budget(self._crop_bytes, nbytes):
-            self._evict(int(self.saver.budget_bytes * EVICT_TO) - nbytes)
-            if self.saver.over_budget(self._crop_bytes, nbytes):
-                self.saver.set_state(
-                    "budget_full",
-                    f"crop disk budget of {self.saver.budget_bytes / cropio.MB:.0f} MB is spent and no crops "
-                    "of closed sessions are left to remove; cells are still counted",
-                )
-                return False
-        return True
-
-    def _write_crop(self, conn: sqlite3.Connection, session_id: int, cell_id: int, png: bytes) -> str:
-        rel = cropio.crop_relpath(session_id, cell_id)
-        try:
-            cropio.write_atomic(self.state_dir / rel, png)
-        except OSError as e:
-            self.saver.failed_total += 1
-            self.saver.set_state(
-                "write_failed", f"writing a crop failed ({e.strerror or e}); cells are still counted"
-            )
-            return "failed"
-        conn.execute("UPDATE cells SET crop_path = ?, crop_bytes = ? WHERE id = ?", (rel, len(png), cell_id))
-        self._crop_bytes += len(png)
-        self.saver.saved_total += 1
-        self.saver.set_state("ok", "saving crops")
-        return "saved"
-
-    def _evict(self, target_bytes: int) -> int:
-        """Remove the oldest crops of closed sessions until the crops use at most ``target_bytes``.
-
-        Rows are updated and committed first, files removed after: a crash in between leaves
-        unreferenced files, which the next :meth:`open` sweeps, never a row pointing at nothing.
-        """
-        self._crop_bytes = self._used_crop_bytes()
-        removed: list[str] = []
-        with self._tx() as conn:
-            rows = conn.execute(
-                "SELECT c.id, c.crop_path, c.crop_bytes FROM cells c JOIN sessions s ON s.id = c.session_id "
-                "WHERE s.ended_at IS NOT NULL AND c.crop_path IS NOT NULL ORDER BY c.id"
-            )
-            for cell_id, rel, nbytes in rows.fetchall():
-                if self._crop_bytes <= target_bytes:
-                    break
-                conn.execute(
-                    "UPDATE cells SET crop_path = NULL, crop_state = 'evicted' WHERE id = ?", (cell_id,)
-                )
-                removed.append(rel)
-                self._crop_bytes -= nbytes
-        for rel in removed:
-            (self.state_dir / rel).unlink(missing_ok=True)
-        if removed:
-            logger.info("disk budget: removed %d old crops of closed sessions", len(removed))
-        return len(removed)
-
-    def _used_crop_bytes(self) -> int:
-        with self._lock:
-            row = self.conn.execute(
-                "SELECT COALESCE(SUM(crop_bytes), 0) FROM cells WHERE crop_path IS NOT NULL"
-            )
-            return int(row.fetchone()[0])
 
     def add_frame_stats(
         self,
@@ -392,22 +311,6 @@ class Store:
             (int(session_id),),
         )
 
-    # -- crops and health ----------------------------------------------------------------------
-    def crop_file(self, cell: dict[str, Any]) -> Path | None:
-        """The crop PNG of a cell dict from :meth:`session_cells`, when it exists on disk."""
-        rel = cell.get("crop_path")
-        if not rel:
-            return None
-        path = self.state_dir / rel
-        return path if path.is_file() else None
-
-    def health(self) -> dict[str, Any]:
-        """Disk budget use and whether crops are being saved (and if not, why)."""
-        with self._lock:
-            info = self.saver.health(self.state_dir, self._crop_bytes)
-        info["db_path"] = str(self.db_path)
-        return info
-
 
 def _session_dict(row: dict[str, Any]) -> dict[str, Any]:
     row = dict(row)
@@ -419,4 +322,5 @@ def _session_dict(row: dict[str, Any]) -> dict[str, Any]:
 def _cell_dict(row: dict[str, Any]) -> dict[str, Any]:
     row = dict(row)
     row["bbox"] = [row.pop("x0"), row.pop("y0"), row.pop("x1"), row.pop("y1")]
+    row["suspected_blast"] = bool(row["suspected_blast"])
     return row

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from leukoedge import RESEARCH_USE_NOTICE, __version__
-from leukoedge.contract import POSITIVE_CLASS
 from leukoedge.daemon.store.database import Store
 from leukoedge.daemon.store.summary import COMPARISON_TEXT, describe
 
@@ -67,7 +66,7 @@ def write_csv(path: Path, session: dict[str, Any], cells: list[dict[str, Any]]) 
             writer.writerow(
                 [c["id"], c["session_id"], _safe_cell(session["sample_id"]), c["track_id"],
                  utc(c["first_seen_ts"]), utc(c["last_seen_ts"]), seen_s,
-                 *c["bbox"], f"{c['p_malignant']:.4f}", c["label"], int(c["label"] == POSITIVE_CLASS),
+                 *c["bbox"], f"{c['p_malignant']:.4f}", c["label"], int(c["suspected_blast"]),
                  c["n_classifications"], c["model_sha256"], c["crop_path"] or "", c["crop_state"]]
             )  # fmt: skip
 
@@ -82,7 +81,7 @@ def _png_data_uri(path: Path | None) -> str | None:
 
 
 def _gallery(store: Store, cells: list[dict[str, Any]]) -> str:
-    blasts = sorted((c for c in cells if c["label"] == POSITIVE_CLASS), key=lambda c: -c["p_malignant"])
+    blasts = sorted((c for c in cells if c["suspected_blast"]), key=lambda c: -c["p_malignant"])
     figures, missing = [], 0
     for c in blasts[:GALLERY_MAX]:
         uri = _png_data_uri(store.crop_file(c))

@@ -58,8 +58,16 @@ CREATE INDEX cells_by_session ON cells(session_id, id);
 CREATE UNIQUE INDEX one_active_session ON sessions((ended_at IS NULL)) WHERE ended_at IS NULL;
 """
 
+# Version 3: whether a cell is a suspected blast, decided once from the contract of the bundle that
+# counted it, so no reader compares labels with a class name. Every bundle that wrote a version-2
+# database named its positive class "malignant", so older rows are backfilled from that label.
+_V3 = """
+ALTER TABLE cells ADD COLUMN suspected_blast INTEGER NOT NULL DEFAULT 0;
+UPDATE cells SET suspected_blast = (label = 'malignant');
+"""
+
 #: MIGRATIONS[n] takes the database from user_version n to n + 1.
-MIGRATIONS: tuple[str, ...] = (_V1, _V2)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
 #: The version this code writes and reads.
 SCHEMA_VERSION = len(MIGRATIONS)
 

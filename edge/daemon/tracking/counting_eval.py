@@ -1,6 +1,6 @@
 """Counting accuracy of the daemon's pipeline on the synthetic microscope, against its ground truth.
 
-Runs the real :class:`~leukoedge.daemon.pipeline.threads.FrameProcessor` (detector, tracker, classifier) on
+Runs the real :class:`~leukoedge.daemon.pipeline.frames.FrameProcessor` (detector, tracker, classifier) on
 a :class:`~leukoedge.synth.StageSequence` made as the ``synthetic://`` source makes it, and follows
 which truth cell every tracked detection is: a detection belongs to the truth cell whose box holds
 its centre (the nearest such centre). A counted track is the truth cell most of its detections
@@ -145,7 +145,7 @@ def evaluate_counting(
     seed: int, n_frames: int, config: DaemonConfig | None = None, bundle: Any = None
 ) -> CountingResult:
     """Run the pipeline over ``n_frames`` frames of seed ``seed`` and compare its count with the truth."""
-    from leukoedge.daemon.pipeline.threads import FrameProcessor
+    from leukoedge.daemon.pipeline.frames import FrameProcessor
     from leukoedge.inference.bundle import load_bundle
 
     config = config or DaemonConfig()

@@ -34,12 +34,15 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
 from leukoedge.daemon.config import TrackerConfig
+from leukoedge.daemon.tracking.motion import stage_shift
+from leukoedge.vision.detect import Detection
+from leukoedge.vision.field import margin_whole
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +66,7 @@ class Track:
     last_ts: float
     center: tuple[float, float]
     diameter: float
-    detection: Any
+    detection: Detection
     whole_frames: int = 0
     missed: int = 0
     probs: list[float] = field(default_factory=list)
@@ -110,70 +113,16 @@ class Tracker:
         self._next_id = int(first_id)
         self._ready: list[Track] = []
         self._last_frame: int | None = None
-        self._frame_detections: list[Any] = []
-        self._whole: dict[int, bool] = {}
 
     # -- association -----------------------------------------------------------------------------
-    def _estimate_velocity(self, tracks: list[Track], detections: list[Any], frame_index: int) -> np.ndarray:
-        """The stage's shift per frame that most (track, detection) pairs agree on."""
-        if not tracks or not detections:
-            return self.velocity
-        # tracks seen in the latest frame vote; one unseen for a while has a stale position
-        latest = max(t.last_frame for t in tracks)
-        tracks = [t for t in tracks if t.last_frame == latest]
-        dt = max(1, frame_index - latest)
-        prev = np.array([t.detection.bbox for t in tracks], dtype=np.float64)
-        boxes = np.array([d.bbox for d in detections], dtype=np.float64)
-        shift = self._shifts(prev, boxes).reshape(-1, 2)
-        reach = self.config.max_shift * self.frame_width
-        vel = shift[np.hypot(shift[:, 0], shift[:, 1]) <= reach] / dt
-        if not len(vel):
-            return self.velocity
-        tol = 0.5 * self.config.gate * float(np.median([t.diameter for t in tracks]))
-        candidates = np.vstack([self.velocity[None], vel])
-        dist = np.hypot(*(candidates[:, None, :] - vel[None, :, :]).transpose(2, 0, 1))
-        support = (dist <= tol).sum(axis=1)
-        best = int(support.max())
-        tied = np.flatnonzero(support == best)
-        pick = tied[np.argmin(np.hypot(*(candidates[tied] - self.velocity).T))]
-        inliers = vel[dist[pick] <= tol]
-        # the mean of the inliers near their median: centres are quantized, a median keeps the bias
-        near = np.hypot(*(inliers - np.median(inliers, axis=0)).T) <= 0.5 * tol
-        return inliers[near].mean(axis=0) if near.any() else np.median(inliers, axis=0)
-
-    def _shifts(self, prev: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-        """Shift of every (previous box, box) pair, tracks x detections x 2.
-
-        A cell cut by the frame edge grows or shrinks as it crosses it, so its centre moves at
-        about half the stage's speed; its box side away from that edge moves with the stage. Per
-        axis, the shift is that of the side not at the edge (the centre's when neither is).
-        """
-        limits = (self.frame_width, self.frame_height)
-        out = np.empty((len(prev), len(boxes), 2))
-        for axis in (0, 1):
-            lo, hi = axis, axis + 2
-            p_lo, p_hi = prev[:, None, lo], prev[:, None, hi]
-            b_lo, b_hi = boxes[None, :, lo], boxes[None, :, hi]
-            at_lo = (p_lo <= 1) | (b_lo <= 1)
-            at_hi = (p_hi >= limits[axis] - 1) | (b_hi >= limits[axis] - 1)
-            shift = 0.5 * ((b_lo + b_hi) - (p_lo + p_hi))
-            shift = np.where(at_hi & ~at_lo, b_lo - p_lo, shift)
-            out[..., axis] = np.where(at_lo & ~at_hi, b_hi - p_hi, shift)
-        return out
-
     def update(
-        self, frame_index: int, ts: float, detections: list[Any], whole: list[bool] | None = None
-    ) -> list[tuple[Track, Any]]:
+        self, frame_index: int, ts: float, detections: list[Detection]
+    ) -> list[tuple[Track, Detection]]:
         """Match this frame's detections to tracks; return (track, detection) for every detection.
 
-        ``whole`` says, per detection, whether the whole cell is in the frame (see
-        :func:`leukoedge.vision.cellextent.whole_flags`); without it, the ``edge_margin`` rule decides.
+        Each detection's ``whole`` (set by :class:`~leukoedge.vision.field.FieldAnalyzer`) says whether
+        the whole cell is in the frame; where it is unset, the ``edge_margin`` rule decides.
         """
-        # the flags hold for this frame's detection objects only (kept alive, so ids stay theirs)
-        self._frame_detections = detections
-        self._whole = (
-            {} if whole is None else {id(d): bool(w) for d, w in zip(detections, whole, strict=True)}
-        )
         live = list(self.tracks)
         if not live and detections and self.retired:
             # nothing links these cells to the mapped ones: where the stage went meanwhile is
@@ -183,7 +132,11 @@ class Tracker:
             )
             self.retired.clear()
         centers = np.array([d.center for d in detections], dtype=np.float64).reshape(-1, 2)
-        self.velocity = self._estimate_velocity(live, detections, frame_index)
+        reach = self.config.max_shift * self.frame_width
+        size = (self.frame_width, self.frame_height)
+        self.velocity = stage_shift(
+            live, detections, frame_index, self.velocity, reach, self.config.gate, size
+        )
         matches = self._associate(live, detections, centers, frame_index)
         step = 0 if self._last_frame is None else max(1, frame_index - self._last_frame)
         self._last_frame = frame_index
@@ -192,7 +145,7 @@ class Tracker:
         )
         used_t = {i for i, _ in matches}
         used_d = {j for _, j in matches}
-        out: list[tuple[Track, Any]] = []
+        out: list[tuple[Track, Detection]] = []
         for i, j in matches:
             self._see(live[i], frame_index, ts, detections[j])
             out.append((live[i], detections[j]))
@@ -213,7 +166,7 @@ class Tracker:
         return out
 
     def _associate(
-        self, live: list[Track], detections: list[Any], centers: np.ndarray, frame_index: int
+        self, live: list[Track], detections: list[Detection], centers: np.ndarray, frame_index: int
     ) -> list[tuple[int, int]]:
         """Greedy nearest matches of live tracks (at their predicted centres) to detections."""
         if not live or not detections:
@@ -233,7 +186,7 @@ class Tracker:
                 matches.append((i, j))
         return matches
 
-    def _locate(self, predicted: np.ndarray, matches: list[tuple[Track, Any]]) -> np.ndarray:
+    def _locate(self, predicted: np.ndarray, matches: list[tuple[Track, Detection]]) -> np.ndarray:
         """The field's offset from the cells already on the map, else the predicted one.
 
         Summing frame-to-frame shifts alone drifts (centres are quantized and noisy); measuring
@@ -281,27 +234,21 @@ class Tracker:
             t.bbox_main, t.crop = old.bbox_main, old.crop
         t.counted = old.counted
 
-    def is_whole(self, d: Any) -> bool:
-        """Not cut by the frame edge: the flag given with this frame's detections when there is one
-        (the cell's measured extent), else the detector says so and the cytoplasm around the
-        stained region (``edge_margin`` diameters) fits in the frame too."""
-        flag = self._whole.get(id(d))
-        if flag is not None:
-            return flag
-        if d.touches_edge:
-            return False
-        m = self.config.edge_margin * float(d.diameter)
-        x0, y0, x1, y1 = d.bbox
-        return x0 >= m and y0 >= m and x1 <= self.frame_width - m and y1 <= self.frame_height - m
+    def is_whole(self, d: Detection) -> bool:
+        """Not cut by the frame edge: the detection's ``whole`` when the analyzer set it (the cell's
+        measured extent), else the ``edge_margin`` rule on the frame size."""
+        if d.whole is not None:
+            return d.whole
+        return margin_whole(d, self.config.edge_margin, self.frame_width, self.frame_height)
 
-    def _see(self, t: Track, frame_index: int, ts: float, d: Any) -> None:
+    def _see(self, t: Track, frame_index: int, ts: float, d: Detection) -> None:
         t.last_frame, t.last_ts, t.center, t.diameter, t.detection = frame_index, ts, d.center, d.diameter, d
         t.missed = 0
         if self.is_whole(d):
             t.whole_frames += 1
             self._map(t, d)
 
-    def _map(self, t: Track, d: Any) -> None:
+    def _map(self, t: Track, d: Detection) -> None:
         """Fold a whole sighting into the track's map position (a mean that follows slow drift)."""
         pos = np.subtract(d.center, self.offset)
         if t.n_mapped and np.hypot(*(pos - t.map_pos)) > _MAP_TOLERANCE * float(d.diameter):
@@ -310,7 +257,7 @@ class Tracker:
         t.map_pos = tuple((np.multiply(t.map_pos, n) + pos) / (n + 1))
         t.n_mapped = n + 1
 
-    def _new_track(self, frame_index: int, ts: float, d: Any) -> Track:
+    def _new_track(self, frame_index: int, ts: float, d: Detection) -> Track:
         t = Track(self._next_id, frame_index, ts, frame_index, ts, d.center, float(d.diameter), d)
         self._next_id += 1
         if self.is_whole(d):
@@ -334,11 +281,14 @@ class Tracker:
         del self.retired[: max(0, len(self.retired) - _MAP_MEMORY)]
 
     # -- classification and counting ------------------------------------------------------------
-    def record(self, track: Track, frame_index: int, p: float, bbox_main: Any, crop: np.ndarray) -> None:
+    def record(
+        self, track: Track, frame_index: int, p: float, bbox_main: Sequence[int], crop: np.ndarray
+    ) -> None:
         """Store one classification of a whole (not edge-cut) detection of the track."""
         track.probs.append(float(p))
         track.last_classified = frame_index
-        track.bbox_main = tuple(int(v) for v in bbox_main)  # type: ignore[assignment]
+        x0, y0, x1, y1 = (int(v) for v in bbox_main)
+        track.bbox_main = (x0, y0, x1, y1)
         track.crop = crop
 
     def _countable(self, t: Track) -> bool:
@@ -367,7 +317,7 @@ class Tracker:
         return len(self.tracks)
 
 
-def _steady(t: Track, d: Any) -> bool:
+def _steady(t: Track, d: Detection) -> bool:
     """The detection is about the size the track had in the previous frame."""
     return abs(float(d.diameter) - t.diameter) <= 0.2 * t.diameter
 

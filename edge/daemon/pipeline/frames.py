@@ -1,0 +1,117 @@
+"""One frame's work in the processing thread: analyse the field, track, classify the due cells, count.
+
+The field analyzer (:class:`~leukoedge.vision.field.FieldAnalyzer`) is the one ``classify --field``
+and the benchmark run; here it detects on the detection image and crops only the tracks due a
+classification, from the full-resolution image. Whether a counted cell is a suspected blast is
+decided here, once, from the bundle's contract and the classifier's threshold; the store, the
+metrics, the exports and the live picture all read that decision.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import numpy as np
+
+from leukoedge.daemon.config import DaemonConfig
+from leukoedge.daemon.tracking.tracker import Track, Tracker
+from leukoedge.daemon.types import CountedCell, Frame
+from leukoedge.inference.bundle import ModelBundle
+from leukoedge.inference.classifier import CellClassifier, ClassifierOptions
+from leukoedge.vision.annotate import PENDING_COLOUR, Mark, classified_mark, draw_marks, jpeg_bytes
+from leukoedge.vision.detect import CellDetector, Detection, DetectorConfig
+from leukoedge.vision.field import FieldAnalyzer
+
+logger = logging.getLogger(__name__)
+
+CountedCallback = Callable[[CountedCell, "np.ndarray | None"], None]
+
+
+class FrameProcessor:
+    """Detect, track, classify and count on one frame at a time (the processing thread's work)."""
+
+    def __init__(
+        self, config: DaemonConfig, bundle: ModelBundle, on_counted: CountedCallback, first_track_id: int = 1
+    ) -> None:
+        self.detector = CellDetector(DetectorConfig(px_per_um=config.detector.px_per_um or None))
+        self.tracker = Tracker(config.tracker, config.source.width, config.source.height, first_track_id)
+        self.on_counted = on_counted
+        self.set_model(config, bundle)
+        self.latest: tuple[Frame, list[tuple[Track, Detection]]] | None = None
+
+    def set_model(self, config: DaemonConfig, bundle: ModelBundle) -> None:
+        """Swap the classifier and tracking rules (on reload); tracks and counts carry on."""
+        options = ClassifierOptions(
+            threshold=config.model.threshold or None,
+            runtime=config.model.runtime or None,
+            num_threads=config.model.num_threads,
+            batch_size=8,
+        )
+        self.classifier = CellClassifier(bundle, options)
+        self.bundle = bundle
+        self.tracker.config = config.tracker
+        self.aggregate = config.tracker.aggregate
+        self.analyzer = FieldAnalyzer(
+            self.detector, bundle.contract, config.tracker.edge_rule, config.tracker.edge_margin
+        )
+
+    def process(self, frame: Frame) -> int:
+        """Run one frame through the stages; return the number of crops classified."""
+        detections = self.analyzer.detect(frame.rgb)
+        assigned = self.tracker.update(frame.index, frame.ts, detections)
+        due = [
+            (t, d)
+            for t, d in assigned
+            if self.tracker.is_whole(d) and t.wants_classification(frame.index, self.tracker.config)
+        ]
+        if due:
+            main, crops = self.analyzer.crop(frame.crop_source, [d for _, d in due], frame.main_ratio)
+            probs = self.classifier.predict_proba(crops)
+            for (track, _), det, p, crop in zip(due, main, probs, crops, strict=True):
+                self.tracker.record(track, frame.index, float(p), det.bbox, crop)
+        self._emit(self.tracker.collect())
+        self.latest = (frame, assigned)
+        return len(due)
+
+    def flush(self) -> None:
+        """Count every qualifying live track (shutdown)."""
+        self._emit(self.tracker.flush())
+
+    def _emit(self, tracks: list[Track]) -> None:
+        contract = self.bundle.contract
+        for t in tracks:
+            p = t.probability(self.aggregate)
+            label = contract.label_for(p, self.classifier.threshold)
+            x0, y0, x1, y1 = t.bbox_main or t.detection.bbox
+            cell = CountedCell(
+                track_id=t.id,
+                first_seen_ts=t.first_ts,
+                last_seen_ts=t.last_ts,
+                bbox=(int(x0), int(y0), int(x1), int(y1)),
+                p_malignant=p,
+                label=label,
+                n_classifications=len(t.probs),
+                model_sha256=self.bundle.sha256,
+                suspected_blast=label == contract.positive_class,
+            )
+            self.on_counted(cell, t.crop)
+
+    def marks(self, assigned: list[tuple[Track, Detection]]) -> list[Mark]:
+        """The live picture's boxes: amber while a cell is being classified, then by the contract."""
+        contract, threshold = self.bundle.contract, self.classifier.threshold
+        out = []
+        for track, det in assigned:
+            if not track.probs:
+                out.append(Mark(det.bbox, PENDING_COLOUR, str(track.id)))
+                continue
+            p = track.probability(self.aggregate)
+            label = contract.label_for(p, threshold)
+            out.append(classified_mark(det.bbox, label, p, label == contract.positive_class, f"{track.id} "))
+        return out
+
+    def annotate_jpeg(
+        self, frame: Frame, assigned: list[tuple[Track, Detection]], quality: int = 80
+    ) -> bytes:
+        """The detection image with each tracked cell's box, as JPEG."""
+        return jpeg_bytes(draw_marks(frame.rgb, self.marks(assigned)), quality)
