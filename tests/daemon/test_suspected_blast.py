@@ -68,7 +68,7 @@ def test_a_bundle_with_other_class_names_counts_exports_and_saves_its_blasts(
         assert all(c["suspected_blast"] == (c["label"] == "blast") for c in cells)
         assert session["blasts"] == len(blasts)
         assert store.session_summary(session["id"])["blasts"] == len(blasts)
-        assert daemon.metrics()["blasts_counted_total"] == len(blasts)
+        assert daemon.stats.metrics()["blasts_counted_total"] == len(blasts)
         assert {c["crop_state"] for c in blasts} == {"saved"}
         assert {c["crop_state"] for c in cells if c["label"] != "blast"} == {"none"}
         paths = export_session(store, session["id"], tmp_path / "export")

@@ -11,6 +11,7 @@ The same weights can also be written with int8 input/output or as float32, to co
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -120,6 +121,5 @@ def make_renamed_bundle(out_dir: str | Path, positive: str = "blast", negative: 
         return manifest_path
     tiny = load_bundle(make_test_bundle(out))
     contract = InputContract(class_names=(positive, negative), positive_class=positive)
-    manifest = {**tiny.manifest, "input_contract": contract.to_dict()}
-    manifest["model"] = {**tiny.manifest["model"], "name": f"renamed_{positive}"}
+    manifest = replace(tiny.manifest, contract=contract).with_model(name=f"renamed_{positive}")
     return write_bundle(out, f"renamed_{positive}", tiny.tflite_path.read_bytes(), manifest).manifest_path
