@@ -9,7 +9,8 @@ import pytest
 
 from leukoedge.errors import ImageError
 from leukoedge.synth import StageSequence
-from leukoedge.vision.cellextent import ExtentConfig, cell_extent, extent_mask, glass_colour, whole_flags
+from leukoedge.vision.cellextent import ExtentConfig, cell_extent, extent_mask, whole_flags
+from leukoedge.vision.segment import glass_colour
 from leukoedge.vision.detect import CellDetector
 
 W, H = 640, 480
