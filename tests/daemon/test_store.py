@@ -17,8 +17,9 @@ from support.provider import crop, make_cell
 from leukoedge.daemon.store import cropfiles as cropio
 from leukoedge.daemon.store.database import DB_NAME, NoSuchSession, SessionError, Store
 from leukoedge.daemon.store.schema import SCHEMA_VERSION, migrate
-from leukoedge.daemon.store.summary import blast_summary, who_comparison, wilson_interval
+from leukoedge.daemon.store.summary import blast_summary, who_comparison
 from leukoedge.errors import ConfigError, DataError
+from leukoedge.metrics import wilson_interval
 
 GB = 1024**3
 
