@@ -15,7 +15,7 @@ from leukoedge.vision.crops import central_detection, crop_square, extract_crops
 from leukoedge.vision.detect import CellDetector, Detection, DetectorConfig, estimate_px_per_um
 from leukoedge.vision.detect_eval import evaluate_on_voc, match_detections, read_voc_boxes
 from leukoedge.vision.images import decode_image, load_cell
-from leukoedge.vision.segment import glass_colour, fill_holes, label_runs
+from leukoedge.vision.segment import fill_holes, glass_colour, label_runs
 
 
 def _render_field():

@@ -163,11 +163,10 @@ class FrameProcessor:
     def __init__(
         self, config: DaemonConfig, bundle: ModelBundle, on_counted: CountedCallback, first_track_id: int = 1
     ) -> None:
-        from leukoedge.vision.detect import CellDetector
-        from leukoedge.vision.detect import DetectorConfig as DetectConfig
+        from leukoedge.vision.detect import CellDetector, DetectorConfig
 
         px = config.detector.px_per_um or None
-        self.detector = CellDetector(DetectConfig(px_per_um=px))
+        self.detector = CellDetector(DetectorConfig(px_per_um=px))
         self.tracker = Tracker(config.tracker, config.source.width, config.source.height, first_track_id)
         self.on_counted = on_counted
         self.set_model(config, bundle)
