@@ -16,13 +16,10 @@ from leukoedge.errors import (
     ModelError,
     RuntimeMissingError,
 )
+from leukoedge.report.page import RESEARCH_USE_NOTICE
 
 __version__ = "0.1.0"
 
-RESEARCH_USE_NOTICE = (
-    "Research use only - not a medical device. Results are not a diagnosis and must be reviewed "
-    "by a qualified person."
-)
 
 __all__ = [
     "RESEARCH_USE_NOTICE",

@@ -251,9 +251,16 @@ def snap_threshold(threshold: float, scale: float = 1.0 / 256, zero_point: int =
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """Wilson score interval for a proportion (used for blast percentages)."""
+    """Wilson score interval for a proportion, as fractions in [0, 1].
+
+    With nothing counted (n = 0) the answer is (0, 1): it is the limit of the Wilson interval as n
+    goes to 0 and says what is known, that the proportion may be anything. NaN would turn into null
+    in strict JSON and make every comparison with a limit quietly false.
+    """
     if n <= 0:
-        return (float("nan"), float("nan"))
+        return (0.0, 1.0)
+    if not 0 <= successes <= n:
+        raise ValueError(f"successes {successes} not in [0, {n}]")
     phat = successes / n
     denom = 1 + z * z / n
     centre = (phat + z * z / (2 * n)) / denom

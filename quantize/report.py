@@ -135,12 +135,50 @@ def build_report(
     gates = gates or Gates()
     int8 = bundles["int8"]
     threshold = int8.threshold
-    probs: dict[str, np.ndarray] = {}
-    if keras_model is not None:
-        probs["keras_float"] = ev.predict_keras(keras_model, eval_set.x)
     tflite = {f"tflite_{v}": b for v, b in bundles.items()} | {
         f"tflite_{k}": b for k, b in (extra or {}).items()
     }
+    probs, reference = _predict_all(int8, tflite, eval_set, keras_model, runtime)
+    y = eval_set.y
+    models = {k: ev.model_metrics(y, p, threshold, n_boot, seed) for k, p in probs.items()}
+    comparisons = {
+        k: ev.compare(y, probs[reference], p, threshold) for k, p in probs.items() if k != reference
+    }
+    report: dict[str, Any] = {
+        **_header(int8, eval_set),
+        "threshold": threshold,
+        "reference": reference,
+        "models": models,
+        "comparisons": comparisons,
+        "calibration": calibration,
+        "layers": layers or {"available": False, "layers": [], "flagged": []},
+        "sizes": _sizes({k.removeprefix("tflite_"): b for k, b in tflite.items()}),
+        "latency": {
+            k.removeprefix("tflite_"): ev.measure_latency(b, eval_set.x, latency_repeats, runtime)
+            for k, b in tflite.items()
+            if k.removeprefix("tflite_") in bundles
+        },
+    }
+    if "tflite_int8_seed2" in probs:
+        report["calibration_stability"] = _stability(models, probs, threshold, calibration)
+    if "tflite_int8_selective" in probs:
+        report["selective"] = _selective(report)
+    report["gates"] = gates.check(models[reference], models["tflite_int8"], comparisons["tflite_int8"])
+    report["headline"] = _headline(report)
+    return report, probs
+
+
+def _predict_all(
+    int8: ModelBundle,
+    tflite: dict[str, ModelBundle],
+    eval_set: ev.EvalSet,
+    keras_model: Any | None,
+    runtime: str | None,
+) -> tuple[dict[str, np.ndarray], str]:
+    """Every model's probabilities, and the name of the float model the others are judged against."""
+    probs: dict[str, np.ndarray] = {}
+    if keras_model is not None:
+        probs["keras_float"] = ev.predict_keras(keras_model, eval_set.x)
     for key, bundle in tflite.items():
         probs[key] = ev.predict_bundle(bundle, eval_set.x, runtime)
     reference = "keras_float" if "keras_float" in probs else "tflite_float32"
@@ -148,12 +186,12 @@ def build_report(
         raise BundleError(
             f"{int8.manifest_path.parent}: no float32 bundle and no Keras model to compare with"
         )
+    return probs, reference
+
+
+def _header(int8: ModelBundle, eval_set: ev.EvalSet) -> dict[str, Any]:
     y = eval_set.y
-    models = {k: ev.model_metrics(y, p, threshold, n_boot, seed) for k, p in probs.items()}
-    comparisons = {
-        k: ev.compare(y, probs[reference], p, threshold) for k, p in probs.items() if k != reference
-    }
-    report: dict[str, Any] = {
+    return {
         "format": REPORT_FORMAT,
         "version": 1,
         "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -171,31 +209,18 @@ def build_report(
             "unreadable": [{"path": p, "error": e} for p, e in eval_set.errors],
             "disjoint_from": ["calibration", "training"],
         },
-        "threshold": threshold,
-        "reference": reference,
-        "models": models,
-        "comparisons": comparisons,
-        "calibration": calibration,
-        "layers": layers or {"available": False, "layers": [], "flagged": []},
-        "sizes": _sizes({k.removeprefix("tflite_"): b for k, b in tflite.items()}),
-        "latency": {
-            k.removeprefix("tflite_"): ev.measure_latency(b, eval_set.x, latency_repeats, runtime)
-            for k, b in tflite.items()
-            if k.removeprefix("tflite_") in bundles
-        },
     }
-    if "tflite_int8_seed2" in probs:
-        report["calibration_stability"] = _stability(models, probs, threshold, calibration)
-    if "tflite_int8_selective" in probs:
-        report["selective"] = {
-            "flagged": report["layers"].get("flagged", []),
-            "metrics": {k: models["tflite_int8_selective"][k] for k in SUMMARY_KEYS},
-            "agreement": comparisons["tflite_int8_selective"]["agreement"],
-            "bytes": report["sizes"]["int8_selective"]["bytes"],
-        }
-    report["gates"] = gates.check(models[reference], models["tflite_int8"], comparisons["tflite_int8"])
-    report["headline"] = _headline(report)
-    return report, probs
+
+
+def _selective(report: dict[str, Any]) -> dict[str, Any]:
+    """The variant that keeps the flagged layers in float, against the plain int8 model."""
+    metrics = report["models"]["tflite_int8_selective"]
+    return {
+        "flagged": report["layers"].get("flagged", []),
+        "metrics": {k: metrics[k] for k in SUMMARY_KEYS},
+        "agreement": report["comparisons"]["tflite_int8_selective"]["agreement"],
+        "bytes": report["sizes"]["int8_selective"]["bytes"],
+    }
 
 
 def _sizes(bundles: dict[str, ModelBundle]) -> dict[str, dict[str, Any]]:

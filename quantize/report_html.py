@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import html
 import io
 from typing import Any
@@ -12,6 +11,7 @@ from PIL import Image
 
 from leukoedge.quantize import plots
 from leukoedge.quantize.evaluate_variants import EvalSet
+from leukoedge.report import png_data_uri, render_page, table
 
 METRIC_ROWS = (
     "accuracy",
@@ -154,20 +154,10 @@ def render_markdown(report: dict[str, Any]) -> str:
     return "\n".join(parts) + "\n"
 
 
-def _data_uri(png: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-
-
 def _thumb(crop: np.ndarray) -> str:
     buf = io.BytesIO()
     Image.fromarray(crop).resize((96, 96), Image.Resampling.NEAREST).save(buf, format="PNG")
-    return _data_uri(buf.getvalue())
-
-
-def _html_table(header: list[str], rows: list[list[str]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return png_data_uri(buf.getvalue())
 
 
 def _figures(
@@ -218,9 +208,8 @@ def _flipped_gallery(report: dict[str, Any], probs: dict[str, np.ndarray], eval_
     return shown + '<div class="gallery">' + "".join(cells) + "</div>"
 
 
-STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:.5em 0;font-size:.85em}td,th{border:1px solid #ccc;padding:3px 6px}
-th{background:#eee}.notice{background:#fff3cd;padding:.6em;border:1px solid #e0c36c}
+#: What only this page draws; the rest is the report room's shared look.
+STYLE = """table{font-size:.85em}
 .fail{color:#b00;font-weight:bold}.pass{color:#070;font-weight:bold}
 .gallery{display:flex;flex-wrap:wrap;gap:6px}
 .thumb{margin:0;font-size:.7em;text-align:center;border:2px solid #ccc;padding:2px}
@@ -236,24 +225,22 @@ def render_html(report: dict[str, Any], probs: dict[str, np.ndarray], eval_set: 
         else '<span class="fail">FAILED</span>'
     )
     body = [
-        f"<h1>{html.escape(title)}</h1>",
-        f'<p class="notice">{html.escape(report["notice"])}</p>',
         f"<p>Gates: {verdict}</p><ul>"
         + "".join(f"<li>{html.escape(s)}</li>" for s in _summary_lines(report))
         + "</ul>",
         "<h2>Metrics (95 % bootstrap intervals)</h2>",
-        _html_table(*_metric_table(report)),
+        table(*_metric_table(report)),
         "<h2>Decision flips vs the reference</h2>",
         "<p>A malignant-to-non-malignant flip on a truly malignant cell is a blast the int8 model misses "
         "that the float model found: the costliest kind (red frames below).</p>",
-        _html_table(FLIP_HEADER, _flip_rows(report)),
+        table(FLIP_HEADER, _flip_rows(report)),
         "<h2>Size and latency</h2><p>Latency measured on the host, not the Pi (one thread).</p>",
-        _html_table(SIZE_HEADER, _size_rows(report)),
+        table(SIZE_HEADER, _size_rows(report)),
     ]
     for caption, png in _figures(report, probs, eval_set):
         body.append(
             f"<h2>{html.escape(caption)}</h2>"
-            f'<img class="plot" src="{_data_uri(png)}" alt="{html.escape(caption)}">'
+            f'<img class="plot" src="{png_data_uri(png)}" alt="{html.escape(caption)}">'
         )
     layers = report["layers"]
     if layers.get("layers"):
@@ -269,10 +256,7 @@ def render_html(report: dict[str, Any], probs: dict[str, np.ndarray], eval_set: 
         ]
         body += [
             "<h2>Per-layer error table</h2>",
-            _html_table(["layer", "op", "rmse/scale", "scale", "flagged"], rows),
+            table(["layer", "op", "rmse/scale", "scale", "flagged"], rows),
         ]
     body += ["<h2>Images whose label changed (float vs int8)</h2>", _flipped_gallery(report, probs, eval_set)]
-    return (
-        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-        f"<style>{STYLE}</style></head><body>{''.join(body)}</body></html>\n"
-    )
+    return render_page(title, "".join(body), css=STYLE)

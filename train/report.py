@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from leukoedge.train import htmlreport as hr
+from leukoedge import report as hr
 from leukoedge.train import plots
 from leukoedge.train import runfiles as rf
 

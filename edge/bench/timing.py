@@ -26,6 +26,7 @@ import numpy as np
 
 from leukoedge.errors import BundleError, LeukoEdgeError
 from leukoedge.inference.bundle import ModelBundle, load_bundle
+from leukoedge.inference.classifier import TensorQuant, quantize_input
 from leukoedge.inference.runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -127,17 +128,6 @@ def float32_variant(bundle: ModelBundle) -> ModelBundle | None:
     return None
 
 
-def input_tensor(details: dict[str, Any], cells: np.ndarray) -> np.ndarray:
-    """uint8 RGB cells as the interpreter's input tensor, quantized with the tensor's own parameters."""
-    dtype = np.dtype(details["dtype"])
-    scale, zero_point = details.get("quantization", (0.0, 0))
-    if dtype in (np.uint8, np.int8) and scale:
-        info = np.iinfo(dtype)
-        q = np.round(cells.astype(np.float32) / scale) + zero_point
-        return np.clip(q, info.min, info.max).astype(dtype)
-    return cells.astype(dtype)
-
-
 def raw_invoke(
     runtime: Runtime, bundle: ModelBundle, crop: np.ndarray, threads: int | None
 ) -> Callable[[], Any]:
@@ -145,7 +135,7 @@ def raw_invoke(
     interpreter = runtime.make_interpreter(str(bundle.tflite_path), threads, batch=1)
     inp = interpreter.get_input_details()[0]
     out_index = interpreter.get_output_details()[0]["index"]
-    tensor = input_tensor(inp, crop[None])
+    tensor = quantize_input(TensorQuant.from_details(inp), crop[None])
 
     def call() -> Any:
         interpreter.set_tensor(inp["index"], tensor)

@@ -71,7 +71,7 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
-class DetectorConfig:
+class DetectorSection:
     """White-cell detection."""
 
     px_per_um: float = _key(0.0, "image scale in pixels per micrometre; 0 = calibrate from red cells", lo=0)
@@ -147,7 +147,7 @@ class DaemonConfig:
 
     source: SourceConfig = field(default_factory=SourceConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    detector: DetectorSection = field(default_factory=DetectorSection)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     store: StoreConfig = field(default_factory=StoreConfig)

@@ -11,13 +11,13 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from leukoedge.atomic import write_atomic
 from leukoedge.contract import MANIFEST_SCHEMA_VERSION, InputContract
 from leukoedge.errors import BundleError
 from leukoedge.inference.manifest import (
@@ -150,20 +150,6 @@ def load_default_bundle(verify_hash: bool = True) -> ModelBundle:
     return load_bundle(path, verify_hash=verify_hash)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a service user must be able to read the model
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_bundle(
     out_dir: str | os.PathLike,
     name: str,
@@ -186,6 +172,6 @@ def write_bundle(
         )
     record = TFLiteRecord(f"{name}.tflite", len(tflite_bytes), hashlib.sha256(tflite_bytes).hexdigest())
     full = replace(manifest, tflite=record, schema_version=MANIFEST_SCHEMA_VERSION).to_dict()
-    _atomic_write(out / f"{name}.tflite", tflite_bytes)
-    _atomic_write(out / f"{name}.json", (json.dumps(full, indent=2, sort_keys=True) + "\n").encode())
+    write_atomic(out / f"{name}.tflite", tflite_bytes)
+    write_atomic(out / f"{name}.json", (json.dumps(full, indent=2, sort_keys=True) + "\n").encode())
     return load_bundle(out / f"{name}.json")

@@ -71,7 +71,7 @@ class TensorQuant:
         }
 
 
-def _input_table(spec: TensorQuant) -> np.ndarray | None:
+def input_table(spec: TensorQuant) -> np.ndarray | None:
     """Pixel value -> quantized input value for all 256 values, or None when no mapping is needed.
 
     A lookup is several times faster than quantizing in floating point per crop, and a uint8
@@ -85,6 +85,23 @@ def _input_table(spec: TensorQuant) -> np.ndarray | None:
     if spec.dtype == np.uint8 and np.array_equal(table, np.arange(256)):
         return None
     return table
+
+
+def quantize_input(spec: TensorQuant, cells: np.ndarray, table: np.ndarray | None = None) -> np.ndarray:
+    """Raw RGB uint8 pixels -> the input tensor, using the input tensor's own quantization.
+
+    The classifier and the benchmark's bare-interpreter floor both feed the model through here, so
+    the floor measures the same input the device gets. ``table`` is :func:`input_table` of ``spec``,
+    computed once by a caller that quantizes many batches.
+    """
+    if cells.dtype != np.uint8:
+        raise ValueError(f"cells must be uint8 RGB pixels, got {cells.dtype}")
+    lut = input_table(spec) if table is None else table
+    if lut is not None:
+        return lut[cells]
+    if spec.dtype == np.uint8:
+        return np.ascontiguousarray(cells)  # set_tensor refuses strided views
+    return cells.astype(spec.dtype)
 
 
 class _Session:
@@ -136,7 +153,7 @@ class CellClassifier:
             )
         if self.input.dtype not in (np.uint8, np.int8, np.float32, np.float16):
             raise ModelError(f"{bundle.tflite_path}: unsupported input dtype {self.input.dtype}")
-        self._lut = _input_table(self.input)
+        self._lut = input_table(self.input)
 
     @property
     def threshold(self) -> float:
@@ -145,14 +162,7 @@ class CellClassifier:
 
     # -- stages -------------------------------------------------------------------------------
     def _preprocess(self, cells: np.ndarray) -> np.ndarray:
-        """Raw RGB uint8 pixels -> the input tensor, using the input tensor's own quantization."""
-        if cells.dtype != np.uint8:
-            raise ValueError(f"cells must be uint8 RGB pixels, got {cells.dtype}")
-        if self._lut is not None:
-            return self._lut[cells]
-        if self.input.dtype == np.uint8:
-            return np.ascontiguousarray(cells)  # set_tensor refuses strided views
-        return cells.astype(self.input.dtype)
+        return quantize_input(self.input, cells, self._lut)
 
     def _postprocess(self, raw: np.ndarray) -> np.ndarray:
         """Output tensor -> p(positive class) as float64, dequantized with the tensor's own parameters."""

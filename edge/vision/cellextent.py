@@ -38,11 +38,11 @@ from typing import Any
 
 import numpy as np
 
-from leukoedge.vision.segment import check_rgb, downscale, label_runs
+from leukoedge.vision.segment import check_rgb, downscale, glass_colour, label_runs
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ExtentConfig", "cell_extent", "extent_mask", "glass_colour", "near_border", "whole_flags"]
+__all__ = ["ExtentConfig", "cell_extent", "extent_mask", "near_border", "whole_flags"]
 
 
 @dataclass(frozen=True)
@@ -59,16 +59,6 @@ class ExtentConfig:
     border_px: int = 1
     #: Integer downscale of the window the mask is computed on (averages noise, saves time).
     factor: int = 2
-
-
-def glass_colour(rgb: np.ndarray, step: int = 16) -> tuple[float, float, float]:
-    """Mean colour of the brightest tenth (by green) of a sparse sample of the frame: the empty glass."""
-    sample = rgb[::step, ::step].reshape(-1, 3)
-    g = sample[:, 1]
-    k = int(0.9 * (len(g) - 1))
-    level = np.partition(g, k)[k]
-    mean = sample[g >= level].mean(axis=0)
-    return float(mean[0]), float(mean[1]), float(mean[2])
 
 
 def _reach(bbox: Sequence[float], diameter: float, config: ExtentConfig) -> tuple[float, float, float]:
@@ -220,7 +210,7 @@ def whole_flags(rgb: np.ndarray, detections: Sequence[Any], config: ExtentConfig
             out.append(True)
             continue
         if glass is None:
-            glass = glass_colour(frame)
+            glass = glass_colour(frame, step=16)
         others = [(*o.center, o.diameter) for o in detections if o is not d]
         if _border_clear(
             frame, glass, (*_reach(d.bbox, d.diameter, config), float(d.diameter)), others, config

@@ -38,7 +38,7 @@ from leukoedge.vision.segment import check_rgb
 logger = logging.getLogger(__name__)
 
 #: How the crop side is chosen: see the module docstring and :func:`crop_mode`.
-CROP_MODES = ("auto", "scale", "cell")
+CROP_CUT_MODES = ("auto", "scale", "cell")
 
 #: The training cell must lie this close to the image centre (share of the side) to be measured.
 _CENTRE_TOLERANCE = 0.2
@@ -78,8 +78,8 @@ def crop_mode(geometry: CropGeometry, px_per_um: float | None = None, mode: str 
     ``mode="auto"`` picks scale mode whenever it can, because it keeps a cell's size relative to
     the crop as in training; ``"scale"`` insists on it and ``"cell"`` forces the cell's own size.
     """
-    if mode not in CROP_MODES:
-        raise ConfigError(f"crop mode {mode!r} is not one of {', '.join(CROP_MODES)}", [("mode", mode)])
+    if mode not in CROP_CUT_MODES:
+        raise ConfigError(f"crop mode {mode!r} is not one of {', '.join(CROP_CUT_MODES)}", [("mode", mode)])
     can_scale = px_per_um is not None and px_per_um > 0 and bool(geometry.rbc_fraction)
     if mode == "scale" and not can_scale:
         why = "no scale (px_per_um) was given" if not px_per_um else "the geometry has no rbc_fraction"

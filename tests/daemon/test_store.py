@@ -14,11 +14,13 @@ import pytest
 from PIL import Image
 from support.provider import crop, make_cell
 
+from leukoedge import atomic
 from leukoedge.daemon.store import cropfiles as cropio
 from leukoedge.daemon.store.database import DB_NAME, Store
 from leukoedge.daemon.store.schema import SCHEMA_VERSION, migrate
-from leukoedge.daemon.store.summary import blast_summary, who_comparison, wilson_interval
+from leukoedge.daemon.store.summary import blast_summary, who_comparison
 from leukoedge.errors import ConfigError, DataError, NoSuchSession, SessionError
+from leukoedge.metrics import wilson_interval
 
 GB = 1024**3
 
@@ -147,7 +149,7 @@ def test_failed_crop_write_keeps_the_cell_and_leaves_no_partial_file(
     def no_space(fd: int) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(cropio.os, "fsync", no_space)
+    monkeypatch.setattr(atomic.os, "fsync", no_space)
     with caplog.at_level(logging.WARNING, logger="leukoedge.daemon.store.cropfiles"):
         ids = [store.add_cell(sid, make_cell(i, blast=True), crop()) for i in range(3)]
     assert [c["crop_state"] for c in store.session_cells(sid)] == ["failed"] * 3
@@ -283,3 +285,21 @@ def test_writer_and_readers_on_several_threads(store: Store) -> None:
         t.join()
     assert errors == []
     assert store.session(sid)["cells"] == 60 and store.session(sid)["blasts"] == 20
+
+
+def test_atomic_write_fsyncs_file_and_folder_and_keeps_the_mode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[int] = []
+    real_fsync = atomic.os.fsync
+
+    def record(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(atomic.os, "fsync", record)
+    target = tmp_path / "sub" / "model.tflite"
+    atomic.write_atomic(target, b"abc", 0o644)
+    assert target.read_bytes() == b"abc" and (target.stat().st_mode & 0o777) == 0o644
+    assert len(synced) == 2  # the file, then the folder that holds its new name
+    assert [p.name for p in target.parent.iterdir()] == ["model.tflite"]

@@ -192,12 +192,26 @@ def test_native_runtime_chatter_stays_off_stderr(
 
 
 def test_input_table_quantizes_every_pixel_value() -> None:
-    from leukoedge.inference.classifier import TensorQuant, _input_table
+    from leukoedge.inference.classifier import TensorQuant, input_table
 
     pixels = np.arange(256)
-    s8 = _input_table(TensorQuant(np.dtype(np.int8), (1, 64, 64, 3), 1.0, -128))
+    s8 = input_table(TensorQuant(np.dtype(np.int8), (1, 64, 64, 3), 1.0, -128))
     assert s8 is not None and s8.dtype == np.int8 and np.array_equal(s8, pixels - 128)
-    coarse = _input_table(TensorQuant(np.dtype(np.uint8), (1, 64, 64, 3), 2.0, 3))
+    coarse = input_table(TensorQuant(np.dtype(np.uint8), (1, 64, 64, 3), 2.0, 3))
     assert coarse is not None and np.array_equal(coarse, np.clip(np.round(pixels / 2.0) + 3, 0, 255))
-    assert _input_table(TensorQuant(np.dtype(np.uint8), (1, 64, 64, 3), 0.9999968, 0)) is None
-    assert _input_table(TensorQuant(np.dtype(np.float32), (1, 64, 64, 3), 0.0, 0)) is None
+    assert input_table(TensorQuant(np.dtype(np.uint8), (1, 64, 64, 3), 0.9999968, 0)) is None
+    assert input_table(TensorQuant(np.dtype(np.float32), (1, 64, 64, 3), 0.0, 0)) is None
+
+
+def test_quantize_input_is_the_one_quantizer_for_every_input_dtype() -> None:
+    from leukoedge.inference.classifier import TensorQuant, quantize_input
+
+    cells = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1).repeat(3, axis=3)
+    s8 = quantize_input(TensorQuant(np.dtype(np.int8), (1, 16, 16, 3), 1.0, -128), cells)
+    assert s8.dtype == np.int8 and int(s8.min()) == -128 and int(s8.max()) == 127
+    f32 = quantize_input(TensorQuant(np.dtype(np.float32), (1, 16, 16, 3), 0.0, 0), cells)
+    assert f32.dtype == np.float32 and float(f32.max()) == 255.0
+    same = quantize_input(TensorQuant(np.dtype(np.uint8), (1, 16, 16, 3), 1.0, 0), cells[:, ::2])
+    assert same.flags.c_contiguous and np.array_equal(same, cells[:, ::2])
+    with pytest.raises(ValueError):
+        quantize_input(TensorQuant(np.dtype(np.uint8), (1, 16, 16, 3), 1.0, 0), cells.astype(np.float32))

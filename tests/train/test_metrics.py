@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 
@@ -108,4 +106,7 @@ def test_snap_threshold_keeps_decisions_on_the_grid() -> None:
 def test_wilson_interval() -> None:
     lo, hi = wilson_interval(20, 100)
     assert lo == pytest.approx(0.1333, abs=1e-3) and hi == pytest.approx(0.2888, abs=1e-3)
-    assert all(math.isnan(v) for v in wilson_interval(0, 0))
+    assert wilson_interval(0, 0) == (0.0, 1.0)  # nothing counted: any proportion
+    assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        wilson_interval(11, 10)

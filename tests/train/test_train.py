@@ -101,12 +101,12 @@ def test_run_json_is_strict_json(tmp_path):
 
 
 def test_html_page_embeds_png_and_the_notice(tmp_path):
-    from leukoedge.train.htmlreport import RUO_NOTICE, html_page, img, png_data_uri, table
+    from leukoedge.report import RESEARCH_USE_NOTICE, html_page, img, png_data_uri, table
 
     png = tmp_path / "x.png"
     png.write_bytes(b"\x89PNG\r\n\x1a\nfake")
     page = html_page("T <1>", [("S", table(["a"], [["<b>"]]) + img(png, "alt"))])
-    assert RUO_NOTICE in page and "T &lt;1&gt;" in page and "&lt;b&gt;" in page
+    assert RESEARCH_USE_NOTICE in page and "T &lt;1&gt;" in page and "&lt;b&gt;" in page
     assert png_data_uri(png) in page and png_data_uri(png).startswith("data:image/png;base64,")
 
 

@@ -9,8 +9,9 @@ import pytest
 
 from leukoedge.errors import ImageError
 from leukoedge.synth import StageSequence
-from leukoedge.vision.cellextent import ExtentConfig, cell_extent, extent_mask, glass_colour, whole_flags
+from leukoedge.vision.cellextent import ExtentConfig, cell_extent, extent_mask, whole_flags
 from leukoedge.vision.detect import CellDetector
+from leukoedge.vision.segment import glass_colour
 
 W, H = 640, 480
 GLASS = (235, 227, 224)

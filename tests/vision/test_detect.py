@@ -15,7 +15,7 @@ from leukoedge.vision.crops import central_detection, crop_square, extract_crops
 from leukoedge.vision.detect import CellDetector, Detection, DetectorConfig, estimate_px_per_um
 from leukoedge.vision.detect_eval import evaluate_on_voc, match_detections, read_voc_boxes
 from leukoedge.vision.images import decode_image, load_cell
-from leukoedge.vision.segment import background_colour, fill_holes, label_runs
+from leukoedge.vision.segment import fill_holes, glass_colour, label_runs
 
 
 def _frame(bccd_dir: Path, stem: str) -> tuple[np.ndarray, list]:
@@ -210,7 +210,7 @@ def test_crop_of_a_field_matches_the_single_cell_image(aml_dir):
         if own is None:
             continue
         field = np.empty((480, 640, 3), np.uint8)
-        field[:] = np.round(background_colour(image)).astype(np.uint8)
+        field[:] = np.round(glass_colour(image)).astype(np.uint8)
         shrunk = Image.fromarray(image).resize((200, 200), Image.Resampling.BILINEAR)
         field[150:350, 300:500] = np.asarray(shrunk)
         expected = (300 + own.center[0] / 2, 150 + own.center[1] / 2)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -20,14 +19,13 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image
 
+from leukoedge.atomic import TMP_SUFFIX
 from leukoedge.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-CropMode = Literal["all", "blasts", "none"]
-CROP_MODES: tuple[str, ...] = ("all", "blasts", "none")
-#: Suffix of a crop being written; such files are leftovers of a crash and are removed at start.
-TMP_SUFFIX = ".tmp"
+CropSaveMode = Literal["all", "blasts", "none"]
+CROP_SAVE_MODES: tuple[str, ...] = ("all", "blasts", "none")
 #: (path) -> object with .total, .used, .free in bytes, like shutil.disk_usage. Injectable for tests.
 DiskUsage = Callable[[Path], Any]
 MB = 1024 * 1024
@@ -41,35 +39,6 @@ def encode_png(rgb: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(arr), "RGB").save(buf, format="PNG", compress_level=6)
     return buf.getvalue()
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a crash leaves either the whole file or none.
-
-    Temporary file in the same folder (same file system, so the rename is atomic), fsync, rename,
-    fsync of the folder so the rename itself survives a power cut. The temporary file is removed on
-    any failure (ENOSPC included) and the error re-raised.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 class CropSaver:
@@ -86,8 +55,8 @@ class CropSaver:
         min_free_bytes: int = 200 * MB,
         disk_usage: DiskUsage = shutil.disk_usage,
     ) -> None:
-        if mode not in CROP_MODES:
-            raise ConfigError(f"crops must be one of {', '.join(CROP_MODES)}, not {mode!r}")
+        if mode not in CROP_SAVE_MODES:
+            raise ConfigError(f"crops must be one of {', '.join(CROP_SAVE_MODES)}, not {mode!r}")
         if budget_bytes < 0 or min_free_bytes < 0:
             raise ConfigError("the crop disk budget and the minimum free space must not be negative")
         self.mode = mode

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from leukoedge.atomic import write_atomic
 from leukoedge.daemon.store import cropfiles as cropio
 
 logger = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ class CropAccounting:
     def _write_crop(self, conn: sqlite3.Connection, session_id: int, cell_id: int, png: bytes) -> str:
         rel = cropio.crop_relpath(session_id, cell_id)
         try:
-            cropio.write_atomic(self.state_dir / rel, png)
+            write_atomic(self.state_dir / rel, png, 0o640)
         except OSError as e:
             self.saver.failed_total += 1
             self.saver.set_state(

@@ -15,9 +15,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from leukoedge import RESEARCH_USE_NOTICE, __version__
+from leukoedge import __version__
 from leukoedge.daemon.store.database import Store
 from leukoedge.daemon.store.summary import COMPARISON_TEXT, describe
+from leukoedge.report import render_page
 
 CSV_COLUMNS = (
     "cell_id", "session_id", "sample_id", "track_id", "first_seen_utc", "last_seen_utc", "seen_s",
@@ -105,12 +106,9 @@ def _gallery(store: Store, cells: list[dict[str, Any]]) -> str:
     return f'<div class="gallery">{"".join(figures)}</div>{note}'
 
 
+#: What only this page draws; the rest is the report room's shared look.
 _CSS = """
-body{font:15px/1.45 system-ui,sans-serif;margin:2em auto;max-width:60em;padding:0 1em;color:#1d2430}
-h1{font-size:1.5em;margin-bottom:.2em} h2{font-size:1.15em;margin-top:1.6em;border-bottom:1px solid #dde}
-.ruo{background:#fff4d6;border:1px solid #e6c36a;padding:.6em .9em;border-radius:6px}
-table{border-collapse:collapse} td,th{padding:.25em .9em .25em 0;text-align:left;vertical-align:top}
-.big{font-size:1.6em;font-weight:600} .muted{color:#667} code{font-size:.85em;word-break:break-all}
+.big{font-size:1.6em;font-weight:600} code{font-size:.85em;word-break:break-all}
 .gallery{display:flex;flex-wrap:wrap;gap:.6em} figure{margin:0;text-align:center;font-size:.8em}
 figure img{image-rendering:pixelated;border:1px solid #ccd;border-radius:4px;display:block}
 .bar{background:#e8ebf2;border-radius:4px;height:.8em;width:20em}
@@ -140,13 +138,7 @@ def render_html(store: Store, summary: dict[str, Any], cells: list[dict[str, Any
         ("Exported", f"{utc(datetime.now(tz=timezone.utc).timestamp())} by leukoedge {e(__version__)}"),
     ]
     meta = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
-<title>leukoedge session {s["id"]} &ndash; {e(s["sample_id"])}</title><style>{_CSS}</style></head>
-<body>
-<h1>Session {s["id"]}: {e(s["sample_id"])}</h1>
-<p class="ruo"><strong>{e(RESEARCH_USE_NOTICE)}</strong></p>
-<h2>Counts</h2>
+    body = f"""<h2>Counts</h2>
 <table>
 <tr><th>White cells counted</th><td class="big">{summary["cells"]}</td></tr>
 <tr><th>Suspected blasts</th><td class="big">{summary["blasts"]}</td></tr>
@@ -162,6 +154,6 @@ def render_html(store: Store, summary: dict[str, Any], cells: list[dict[str, Any
 <h2>Suspected blasts</h2>
 {_gallery(store, cells)}
 <h2>Session</h2>
-<table>{meta}</table>
-</body></html>
-"""
+<table>{meta}</table>"""
+    title = f"leukoedge session {s['id']} - {s['sample_id']}"
+    return render_page(title, body, heading=f"Session {s['id']}: {e(s['sample_id'])}", css=_CSS)

@@ -11,15 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from leukoedge import metrics
+from leukoedge.metrics import wilson_interval
 
 #: The WHO classification's blast threshold for AML (blasts in blood or marrow), in percent.
 WHO_BLAST_THRESHOLD_PCT = 20.0
 #: A manual differential counts 100 cells at least, 200 when blasts are near a threshold.
 DIFFERENTIAL_MINIMUM = 100
 DIFFERENTIAL_TARGET = 200
-#: z for a two-sided 95 % interval.
-Z_95 = 1.959963984540054
 
 WHO_NOTE = (
     "The WHO classification uses 20 % blasts in blood or marrow as one criterion for AML. "
@@ -34,15 +32,6 @@ COMPARISON_TEXT = {
     "inconclusive": "the 95 % CI spans the WHO 20 % threshold",
     "no cells": "no cells counted yet",
 }
-
-
-def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, float]:
-    """Wilson score interval as fractions in [0, 1]; (0, 1) when nothing was counted yet."""
-    if n <= 0:
-        return (0.0, 1.0)
-    if not 0 <= successes <= n:
-        raise ValueError(f"successes {successes} not in [0, {n}]")
-    return metrics.wilson_interval(successes, n, z)
 
 
 def who_comparison(blasts: int, cells: int) -> str:

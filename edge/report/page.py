@@ -1,6 +1,8 @@
 """Self-contained HTML pages: plots embedded as base64 PNG data URIs, so one file can be mailed or
-archived with a run and still shows everything. Used by the training, evaluation and quantization
-reports. Needs no TensorFlow; matplotlib only when a figure object is passed.
+archived with a run and still shows everything. The training and evaluation reports, the
+quantization report and the session export are all drawn by :func:`render_page`, so they share one
+look and carry the one research-use notice. Needs no TensorFlow; matplotlib only when a figure
+object is passed.
 """
 
 from __future__ import annotations
@@ -12,10 +14,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-#: Shown at the top of every report page.
-RUO_NOTICE = (
-    "Research use only. Not a medical device. Results are not a diagnosis and must be reviewed by a "
-    "qualified person."
+#: Shown at the top of every report page, on the live page's status and after ``classify``.
+RESEARCH_USE_NOTICE = (
+    "Research use only - not a medical device. Results are not a diagnosis and must be reviewed "
+    "by a qualified person."
 )
 
 _CSS = """
@@ -28,6 +30,7 @@ th{background:#f3f3f3}img{max-width:100%;height:auto}
 .notice{background:#fff4e5;border:1px solid #f0b060;padding:.6rem .8rem;border-radius:4px}
 code,pre{background:#f6f6f6;padding:.1rem .3rem}pre{padding:.6rem;overflow-x:auto}
 .figs{display:flex;flex-wrap:wrap;gap:1rem}.figs figure{margin:0;flex:1 1 22rem}
+.muted{color:#667}footer{margin-top:2rem;color:#667;font-size:.85em}
 """
 
 Section = tuple[str, str]
@@ -73,22 +76,34 @@ def paragraph(text: str) -> str:
     return f"<p>{escape(text)}</p>"
 
 
-def html_page(title: str, sections: Sequence[Section], notice: str | None = RUO_NOTICE) -> str:
-    """A complete HTML page: title, the notice, then ``(heading, html body)`` sections in order.
+def render_page(title: str, body: str, *, heading: str | None = None, css: str = "") -> str:
+    """A complete page: document head with the shared CSS (and ``css``, for what only this page
+    draws), the heading (``title`` unless given as HTML), the notice, ``body`` (HTML) and a footer."""
+    from leukoedge import __version__
+
+    return (
+        "\n".join(
+            [
+                "<!DOCTYPE html>",
+                '<html lang="en"><head><meta charset="utf-8">',
+                '<meta name="viewport" content="width=device-width, initial-scale=1">',
+                f"<title>{escape(title)}</title><style>{_CSS}{css}</style></head><body>",
+                f"<h1>{heading if heading is not None else escape(title)}</h1>",
+                f'<p class="notice">{escape(RESEARCH_USE_NOTICE)}</p>',
+                body,
+                f"<footer>leukoedge {escape(__version__)}</footer>",
+                "</body></html>",
+            ]
+        )
+        + "\n"
+    )
+
+
+def html_page(title: str, sections: Sequence[Section]) -> str:
+    """A page of ``(heading, html body)`` sections in order.
 
     Section bodies are inserted as HTML (build them with :func:`table`, :func:`img`,
     :func:`paragraph`, which escape their text).
     """
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{escape(title)}</title><style>{_CSS}</style></head><body>",
-        f"<h1>{escape(title)}</h1>",
-    ]
-    if notice:
-        parts.append(f'<p class="notice">{escape(notice)}</p>')
-    for heading, body in sections:
-        parts.append(f"<section><h2>{escape(heading)}</h2>{body}</section>")
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
+    body = "\n".join(f"<section><h2>{escape(h)}</h2>{b}</section>" for h, b in sections)
+    return render_page(title, body)
