@@ -178,7 +178,7 @@ def render_markdown(
     images: Mapping[str, Path],
     citations: list[str],
 ) -> str:
-    lines = [f"# {title}", "", f"> {hr.RUO_NOTICE}", ""]
+    lines = [f"# {title}", "", f"> {hr.RESEARCH_USE_NOTICE}", ""]
     for heading, blocks in sections:
         lines += [f"## {heading}", ""]
         for block in blocks:
