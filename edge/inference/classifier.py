@@ -87,16 +87,21 @@ def input_table(spec: TensorQuant) -> np.ndarray | None:
     return table
 
 
-def quantize_input(spec: TensorQuant, cells: np.ndarray, table: np.ndarray | None = None) -> np.ndarray:
+#: ``quantize_input``'s default: work the lookup table out from the spec on this call.
+_FROM_SPEC = np.empty(0, np.uint8)
+
+
+def quantize_input(spec: TensorQuant, cells: np.ndarray, table: np.ndarray | None = _FROM_SPEC) -> np.ndarray:
     """Raw RGB uint8 pixels -> the input tensor, using the input tensor's own quantization.
 
     The classifier and the benchmark's bare-interpreter floor both feed the model through here, so
-    the floor measures the same input the device gets. ``table`` is :func:`input_table` of ``spec``,
-    computed once by a caller that quantizes many batches.
+    the floor measures the same input the device gets. ``table`` is :func:`input_table` of ``spec``
+    (None: no mapping needed), computed once by a caller that quantizes many batches; left out, it
+    is worked out here, which costs more than the lookup itself on a single crop.
     """
     if cells.dtype != np.uint8:
         raise ValueError(f"cells must be uint8 RGB pixels, got {cells.dtype}")
-    lut = input_table(spec) if table is None else table
+    lut = input_table(spec) if table is _FROM_SPEC else table
     if lut is not None:
         return lut[cells]
     if spec.dtype == np.uint8:
