@@ -225,3 +225,21 @@ def test_bench_vs_keras_script_quick(bundles: Path, tmp_path: Path) -> None:
         assert figures[key]["result"] in ("PASS", "MISS"), key
     assert _positive(r["ratios"]["predict_over_wrapper"]["median"])
     assert r["bundle"]["origin"] == "given"
+
+
+def test_compare_checkouts_script_runs_both_sides_alike() -> None:
+    # the same interpreter on both sides: every round must count the same cells on the same frames
+    argv = [sys.executable, str(BENCHMARKS / "compare_checkouts.py"), sys.executable, sys.executable]
+    proc = subprocess.run(
+        [*argv, "--rounds", "1", "--frames", "20", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    old, new = result["rounds"]["old"][0], result["rounds"]["new"][0]
+    assert old["counted"] == new["counted"]
+    assert old["frame_cpu_ms"] > 0 and new["frame_cpu_ms"] > 0
+    assert result["summary"]["wrapper_over_invoke"]["old"] > 0
