@@ -10,7 +10,6 @@ its quartiles and range; compared variants run in interleaved rounds. See :mod:`
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 from collections.abc import Callable
@@ -18,11 +17,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-import click
 import numpy as np
 
 from leukoedge.bench import timing as bl
-from leukoedge.inference.runtime import RUNTIMES
 
 logger = logging.getLogger(__name__)
 
@@ -315,36 +312,3 @@ def format_table(result: dict[str, Any]) -> str:
                 f"  {label:<36} {fmt_num(r['median']):>8}x   ({fmt_num(r['min'])}-{fmt_num(r['max'])})"
             )
     return "\n".join(lines)
-
-
-@click.command("bench")
-@click.option("--model", "model_path", metavar="BUNDLE", help="Model bundle (default: the bundled model).")
-@click.option("--quick", is_flag=True, help="Fewer repetitions: about 15 s instead of a minute or two.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@click.option(
-    "--threads", type=click.IntRange(min=1), default=1, show_default=True, help="Interpreter threads."
-)
-@click.option(
-    "--runtime",
-    type=click.Choice(["auto", *RUNTIMES]),
-    default="auto",
-    show_default=True,
-    help="TFLite runtime to measure.",
-)
-def bench_cmd(model_path: str | None, quick: bool, as_json: bool, threads: int, runtime: str) -> None:
-    """Measure inference, detection and pipeline speed on this machine.
-
-    Prints medians with their spread (quartiles, range) of repeated runs: raw interpreter calls
-    (int8; float32 when a *_float32.json bundle lies beside the model), one crop through the
-    classifier, batches of 32, white-cell detection at 640x480 and 1280x960, the daemon pipeline
-    on the synthetic microscope (frames per second, latency, dropped frames), and the cold start
-    and peak memory of 'leukoedge classify'. Progress goes to stderr.
-    """
-    result = run_bench(
-        model_path,
-        quick=quick,
-        threads=threads,
-        runtime=None if runtime == "auto" else runtime,
-        progress=lambda msg: click.echo(f"bench: {msg}", err=True),
-    )
-    click.echo(json.dumps(result, indent=2) if as_json else format_table(result))

@@ -29,7 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "session": ("leukoedge.cli.daemon:session_group", "Start, stop, list, show and export sessions."),
     "config": ("leukoedge.cli.daemon:config_group", "Check a daemon configuration file."),
     "demo": ("leukoedge.cli.daemon:demo_cmd", "Run the daemon on the synthetic microscope for a while."),
-    "bench": ("leukoedge.bench.suite:bench_cmd", "Measure inference, detection and pipeline speed here."),
+    "bench": ("leukoedge.cli.bench:bench_cmd", "Measure inference, detection and pipeline speed here."),
 }
 
 

@@ -20,8 +20,8 @@ from typing import Any
 import click
 
 from leukoedge import RESEARCH_USE_NOTICE
+from leukoedge.cli.options import model_option, runtime_option, threads_option
 from leukoedge.errors import LeukoEdgeError
-from leukoedge.inference.runtime import RUNTIMES
 
 logger = logging.getLogger(__name__)
 
@@ -155,21 +155,6 @@ def _progress(total: int, fmt: str, quiet: bool) -> tuple[Callable[[], None], Ca
     return (lambda: bar.update(1)), (lambda: bar.__exit__(None, None, None))
 
 
-runtime_option = click.option(
-    "--runtime",
-    type=click.Choice(["auto", *RUNTIMES]),
-    default="auto",
-    show_default=True,
-    help="TFLite runtime; auto tries ai_edge_litert, tflite_runtime, then tensorflow.",
-)
-model_option = click.option(
-    "--model",
-    "model_path",
-    metavar="BUNDLE",
-    help="Model bundle: its .json, its .tflite, or a folder holding one. Default: the bundled model.",
-)
-
-
 @click.command("classify")
 @click.argument("paths", nargs=-1, metavar="PATH...")
 @click.option(
@@ -198,14 +183,8 @@ model_option = click.option(
     help="Output format (default: table on a terminal, JSON Lines otherwise).",
 )
 @click.option("-q", "--quiet", is_flag=True, help="No notice, progress bar or summary.")
-@runtime_option
-@click.option(
-    "--threads",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="Interpreter (XNNPACK) threads.",
-)
+@runtime_option()
+@threads_option()
 @click.option(
     "--workers", type=click.IntRange(min=1), help="Image decoding threads (default: one per core, at most 8)."
 )
@@ -303,7 +282,7 @@ def _classify(
 @click.command("models")
 @model_option
 @click.option("--json", "as_json", is_flag=True, help="Print the description as JSON.")
-@runtime_option
+@runtime_option()
 def models_cmd(model_path: str | None, as_json: bool, runtime: str) -> None:
     """Show what a model bundle is, what data it saw, how it measured and its limits.
 
