@@ -52,6 +52,20 @@ def _common(func: Callable) -> Callable:
     return func
 
 
+def _frame_size(func: Callable) -> Callable:
+    """``--width``, ``--height`` and ``--px-per-um`` of a camera frame (fields and sequences)."""
+    options = [
+        click.option("--width", default=640, show_default=True, help="Frame width, pixels."),
+        click.option("--height", default=480, show_default=True, help="Frame height, pixels."),
+        click.option(
+            "--px-per-um", type=float, default=FIELD_PX_PER_UM, show_default=True, help="Pixels per micron."
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 @click.group("synth")
 def synth_cmd() -> None:
     """Generate synthetic blood-smear images with exact ground truth.
@@ -119,11 +133,7 @@ def cells_cmd(
 @synth_cmd.command("field")
 @_common
 @click.option("--count", default=10, show_default=True, help="Number of fields.")
-@click.option("--width", default=640, show_default=True, help="Frame width, pixels.")
-@click.option("--height", default=480, show_default=True, help="Frame height, pixels.")
-@click.option(
-    "--px-per-um", type=float, default=FIELD_PX_PER_UM, show_default=True, help="Pixels per micron."
-)
+@_frame_size
 @click.option("--cells", "n_cells", default=3, show_default=True, help="White cells per field.")
 @click.option(
     "--edge-cells/--no-edge-cells",
@@ -174,11 +184,7 @@ def field_cmd(
 @synth_cmd.command("sequence")
 @_common
 @click.option("--count", default=300, show_default=True, help="Number of frames.")
-@click.option("--width", default=640, show_default=True, help="Frame width, pixels.")
-@click.option("--height", default=480, show_default=True, help="Frame height, pixels.")
-@click.option(
-    "--px-per-um", type=float, default=FIELD_PX_PER_UM, show_default=True, help="Pixels per micron."
-)
+@_frame_size
 @click.option("--speed", type=float, default=8.0, show_default=True, help="Stage speed, pixels per frame.")
 @click.option(
     "--pause", type=(int, int), default=(15, 45), show_default=True, help="Pause length range, frames."
