@@ -16,9 +16,15 @@ from leukoedge.errors import (
     ModelError,
     RuntimeMissingError,
 )
-from leukoedge.report.page import RESEARCH_USE_NOTICE
 
 __version__ = "0.1.0"
+
+#: The one research-use notice: every report page, the live page's status and ``classify`` show it.
+#: Defined here, not in the report room, so that importing the package stays cheap (a Pi's start-up).
+RESEARCH_USE_NOTICE = (
+    "Research use only - not a medical device. Results are not a diagnosis and must be reviewed "
+    "by a qualified person."
+)
 
 
 __all__ = [

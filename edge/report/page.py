@@ -14,11 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-#: Shown at the top of every report page, on the live page's status and after ``classify``.
-RESEARCH_USE_NOTICE = (
-    "Research use only - not a medical device. Results are not a diagnosis and must be reviewed "
-    "by a qualified person."
-)
+from leukoedge import RESEARCH_USE_NOTICE as RESEARCH_USE_NOTICE  # the package's one notice
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;
