@@ -28,9 +28,34 @@ POSITIVE_CLASS = "malignant"
 #: Threshold on p(positive) used when a bundle does not choose one (it always should).
 DEFAULT_THRESHOLD = 0.5
 
+#: Output layouts. ``sigmoid``: one unit, p(positive class), with two class names (negative,
+#: positive): the binary LeukoNet. ``softmax``: one unit per class name, summing to one: the
+#: differential LeukoNet, whose p_blast is the sum over the contract's blast classes.
+OUTPUT_SIGMOID = "sigmoid"
+OUTPUT_SOFTMAX = "softmax"
+OUTPUTS = (OUTPUT_SIGMOID, OUTPUT_SOFTMAX)
+
+#: The white-cell types of the differential model, in output order.
+DIFFERENTIAL_CLASSES: tuple[str, ...] = (
+    "blast",
+    "neutrophil",
+    "lymphocyte",
+    "atypical_lymphocyte",
+    "monocyte",
+    "eosinophil",
+    "basophil",
+    "immature_granulocyte",
+    "erythroblast",
+    "smudge_cell",
+)
+#: The differential classes whose probabilities add up to p_blast (a "suspected blast").
+DIFFERENTIAL_BLAST_CLASSES: tuple[str, ...] = ("blast",)
+
 #: Version of the bundle manifest schema. The edge reads this one and converts older ones; it refuses
 #: newer ones, whose meaning it cannot know.
-MANIFEST_SCHEMA_VERSION = 2
+MANIFEST_SCHEMA_VERSION = 3
+#: Version 3 added the contract's ``output`` and ``blast_classes``; a version 2 manifest is a binary
+#: (sigmoid) model and reads unchanged.
 
 #: Typical diameter of a red blood cell in micrometres: the ruler for self-calibrating scale.
 RBC_DIAMETER_UM = 7.5
@@ -84,6 +109,24 @@ class InputContract:
     #: ``threshold`` moved onto an int8 model's output grid, so the device compares against a value
     #: its output can take (same decisions); None for a float model straight from training.
     threshold_snapped: float | None = None
+    #: ``sigmoid`` (binary) or ``softmax`` (one probability per class name).
+    output: str = OUTPUT_SIGMOID
+    #: Classes summed into p_blast; empty means ``(positive_class,)`` (the binary model's).
+    blast_classes: tuple[str, ...] = ()
+
+    @property
+    def differential(self) -> bool:
+        """True for a softmax model with one output per cell type."""
+        return self.output == OUTPUT_SOFTMAX
+
+    @property
+    def suspect_classes(self) -> tuple[str, ...]:
+        """The classes whose probabilities sum to p_blast."""
+        return self.blast_classes or (self.positive_class,)
+
+    @property
+    def blast_indices(self) -> tuple[int, ...]:
+        return tuple(self.class_names.index(c) for c in self.suspect_classes)
 
     @property
     def decision_threshold(self) -> float:
@@ -95,13 +138,53 @@ class InputContract:
         return next(c for c in self.class_names if c != self.positive_class)
 
     def label_for(self, p_positive: float, threshold: float | None = None) -> str:
+        """The binary model's label for p(positive) at the threshold."""
         t = self.decision_threshold if threshold is None else threshold
         return self.positive_class if p_positive >= t else self.negative_class
+
+    def probabilities(self, outputs: Any) -> Any:
+        """Model outputs (N x units, dequantized) -> N x len(class_names) class probabilities.
+
+        A sigmoid output p becomes (1 - p, p) in class-name order; softmax rows are renormalised
+        (int8 outputs sum to one only to within a few steps of their grid).
+        """
+        import numpy as np
+
+        out = np.clip(np.asarray(outputs, dtype=np.float64), 0.0, 1.0)
+        if out.ndim == 1:
+            out = out[:, None]
+        if self.output == OUTPUT_SIGMOID:
+            p = out[:, -1]
+            probs = np.zeros((len(p), 2))
+            probs[:, self.class_names.index(self.positive_class)] = p
+            probs[:, self.class_names.index(self.negative_class)] = 1.0 - p
+            return probs
+        if out.shape[1] != len(self.class_names):
+            raise ValueError(f"model gives {out.shape[1]} outputs for {len(self.class_names)} classes")
+        total = out.sum(axis=1, keepdims=True)
+        return np.divide(out, total, out=np.full_like(out, 1.0 / out.shape[1]), where=total > 0)
+
+    def p_blast(self, probabilities: Any) -> Any:
+        """p_blast per row of class probabilities: the sum over the blast classes."""
+        import numpy as np
+
+        probs = np.asarray(probabilities, dtype=np.float64)
+        return probs[..., list(self.blast_indices)].sum(axis=-1)
+
+    def cell_type(self, probabilities: Any, threshold: float | None = None) -> str:
+        """The label of one cell: its most probable type (differential), or the binary label."""
+        import numpy as np
+
+        probs = np.asarray(probabilities, dtype=np.float64).reshape(-1)
+        if self.output == OUTPUT_SIGMOID:
+            return self.label_for(float(self.p_blast(probs)), threshold)
+        return self.class_names[int(np.argmax(probs))]
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["class_names"] = list(self.class_names)
         d["crop"] = self.crop.to_dict()
+        d["blast_classes"] = list(self.suspect_classes)
         if self.threshold_snapped is None:
             del d["threshold_snapped"]
         return d
@@ -109,11 +192,26 @@ class InputContract:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> InputContract:
         crop = CropGeometry.from_dict(data.get("crop", {}))
-        names = tuple(data.get("class_names", CLASS_NAMES))
-        positive = data.get("positive_class", POSITIVE_CLASS)
+        names = tuple(str(n) for n in data.get("class_names", CLASS_NAMES))
+        output = str(data.get("output", OUTPUT_SIGMOID))
+        blast = tuple(str(n) for n in data.get("blast_classes", ()))
+        positive = data.get("positive_class", blast[0] if blast else POSITIVE_CLASS)
         snapped = data.get("threshold_snapped")
-        if len(names) != 2 or positive not in names:
+        if output not in OUTPUTS:
+            raise ValueError(f"output {output!r} is not one of {', '.join(OUTPUTS)}")
+        if len(set(names)) != len(names):
+            raise ValueError(f"class_names {list(names)} repeat a name")
+        if output == OUTPUT_SIGMOID and (len(names) != 2 or positive not in names):
             raise ValueError(f"class_names {list(names)} must be two names including {positive!r}")
+        if output == OUTPUT_SOFTMAX and len(names) < 2:
+            raise ValueError(f"a softmax model needs at least two class_names, not {list(names)}")
+        unknown = [b for b in (*blast, positive) if b not in names]
+        if unknown:
+            raise ValueError(f"blast class(es) {unknown} are not among class_names {list(names)}")
+        if output == OUTPUT_SIGMOID and blast not in ((), (positive,)):
+            raise ValueError(
+                f"a sigmoid model's blast class is its positive class {positive!r}, not {list(blast)}"
+            )
         return cls(
             size=int(data.get("size", INPUT_SIZE)),
             channels=int(data.get("channels", INPUT_CHANNELS)),
@@ -124,4 +222,6 @@ class InputContract:
             threshold=float(data.get("threshold", DEFAULT_THRESHOLD)),
             crop=crop,
             threshold_snapped=None if snapped is None else float(snapped),
+            output=output,
+            blast_classes=blast if output == OUTPUT_SOFTMAX else (),
         )

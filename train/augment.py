@@ -74,20 +74,38 @@ def make_dataset(
     augment: AugmentConfig | None = None,
     shuffle: bool = False,
     seed: int = 0,
+    balanced: bool = False,
 ) -> Any:
     """A batched ``tf.data.Dataset`` of (float32 0-255 images, float32 labels).
 
     ``x`` is the N x 64 x 64 x 3 uint8 array in memory (small enough: 1,600 crops are 20 MB).
     With ``shuffle``, the order is reshuffled every epoch from ``seed``; with ``augment``, every
-    epoch draws new augmentation parameters from a stream seeded by ``seed``.
+    epoch draws new augmentation parameters from a stream seeded by ``seed``. Labels are a vector
+    of 0/1 targets (binary) or an N x classes one-hot matrix (differential). With ``balanced``
+    (one-hot labels), each epoch is ``len(x)`` images drawn with equal probability from every
+    class present, each class's images reshuffled and repeated: small classes are seen as often as
+    large ones without class weights, and an epoch costs what an epoch of the data costs.
     """
     import tensorflow as tf
 
     if len(x) != len(y):
         raise ValueError(f"images ({len(x)}) and labels ({len(y)}) differ in length")
-    labels = np.asarray(y, dtype=np.float32).reshape(-1, 1)
-    ds = tf.data.Dataset.from_tensor_slices((x, labels))
-    if shuffle:
+    labels = np.asarray(y, dtype=np.float32)
+    labels = labels if labels.ndim == 2 else labels.reshape(-1, 1)
+    if balanced:
+        idx = labels.argmax(axis=1)
+        parts = [
+            tf.data.Dataset.from_tensor_slices((x[idx == k], labels[idx == k]))
+            .shuffle(int((idx == k).sum()), seed=seed + k, reshuffle_each_iteration=True)
+            .repeat()
+            for k in sorted(set(idx.tolist()))
+        ]
+        ds = tf.data.Dataset.sample_from_datasets(parts, seed=seed, rerandomize_each_iteration=True).take(
+            len(x)
+        )
+    else:
+        ds = tf.data.Dataset.from_tensor_slices((x, labels))
+    if shuffle and not balanced:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     if augment is not None and augment.enabled:
         noise = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True).batch(2)

@@ -15,6 +15,7 @@ import click
 
 from leukoedge.train.augment import AugmentConfig
 from leukoedge.train.datasets import LAYOUTS
+from leukoedge.train.labels import TASKS
 from leukoedge.train.model import ARCHITECTURES
 from leukoedge.train.splits import DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION
 
@@ -57,6 +58,14 @@ def _echo(line: str) -> None:
     show_default=True,
     help="How labels are stored; 'auto' detects it.",
 )
+@click.option(
+    "--task",
+    type=click.Choice(TASKS),
+    default="binary",
+    show_default=True,
+    help="'differential': a softmax LeukoNet over every white-cell type (blast, neutrophil, lymphocyte, "
+    "...), p_blast the sum over blast types; 'binary': the sigmoid blast-or-not LeukoNet.",
+)
 @click.option("--mapping", default=None, help=_MAPPING_HELP)
 @click.option(
     "--epochs",
@@ -92,6 +101,27 @@ def _echo(line: str) -> None:
     default="leukonet",
     show_default=True,
     help="'leukonet' is the model the edge bundle expects.",
+)
+@click.option(
+    "--dropout",
+    type=click.FloatRange(0.0, 0.95),
+    default=0.5,
+    show_default=True,
+    help="Dropout rate before the output layer.",
+)
+@click.option(
+    "--weight-decay",
+    type=click.FloatRange(0.0, 1.0),
+    default=0.0,
+    show_default=True,
+    help="L2 penalty on every kernel.",
+)
+@click.option(
+    "--label-smoothing",
+    type=click.FloatRange(0.0, 0.5),
+    default=0.0,
+    show_default=True,
+    help="Label smoothing of the differential's cross-entropy.",
 )
 @click.option(
     "--val-fraction",
@@ -163,6 +193,9 @@ def train_cmd(**kw: Any) -> None:
         architecture=kw["architecture"],
         patience=kw["patience"],
         augment=AugmentConfig(enabled=kw["augment"]),
+        dropout=kw["dropout"],
+        l2=kw["weight_decay"],
+        label_smoothing=kw["label_smoothing"],
     )
     options = TrainOptions(
         data=kw["data"],
@@ -177,6 +210,7 @@ def train_cmd(**kw: Any) -> None:
         target_sensitivity=kw["target_sensitivity"],
         operating=kw["operating"],
         overwrite=kw["overwrite"],
+        task=kw["task"],
         command="leukoedge " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "",
     )
     result = train_run(options, echo=_echo, progress=_progressbar)
@@ -187,6 +221,14 @@ def train_cmd(**kw: Any) -> None:
         ci = test["ci95"]
         for key in ("roc_auc", "sensitivity", "specificity"):
             click.echo(f"test {key:12s} {test[key]:.4f}  (95 % CI {ci[key][0]:.4f} - {ci[key][1]:.4f})")
+        if "differential" in test:
+            from leukoedge.train.differential import type_table
+
+            click.echo(
+                f"test balanced accuracy of the differential {test['differential']['balanced_accuracy']:.4f}"
+            )
+            for row in type_table(test)[1]:
+                click.echo("  " + "  ".join(row))
     click.echo(f"report: {result.run_dir / 'report.html'}")
 
 
@@ -249,3 +291,34 @@ def evaluate_cmd(**kw: Any) -> None:
         click.echo(line)
     if kw["out"]:
         click.echo(f"report: {kw['out']}/report.html")
+
+
+@click.command("prepare-lmu")
+@click.option(
+    "--aml-lmu", required=True, type=click.Path(exists=True, file_okay=False), help="The aml-lmu folder."
+)
+@click.option(
+    "--thumbs", required=True, type=click.Path(exists=True, file_okay=False), help="The lmu-thumbs folder."
+)
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="CSV manifest to write.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seeds the split.")
+def prepare_lmu_cmd(aml_lmu: str, thumbs: str, out: str, seed: int) -> None:
+    """Write aml-lmu and lmu-thumbs as one CSV manifest (path, label, group, split) for training.
+
+    aml-lmu's val folder is the test split; thumbnails are grouped into near-duplicate runs (rotated
+    and zoomed copies of one cell stay together) and split 55/20/25 % by group; MYO and NGS
+    thumbnails, which may repeat aml-lmu cells, are left out. Train on it with
+    ``leukoedge train --task differential --data OUT``.
+    """
+    from collections import Counter
+
+    from leukoedge.train.neardup import lmu_differential_rows, write_manifest
+
+    rows = lmu_differential_rows(aml_lmu, thumbs, seed=seed)
+    path = write_manifest(rows, out)
+    counts = Counter((r["label"], r["split"]) for r in rows)
+    for code in sorted({r["label"] for r in rows}):
+        groups = len({r["group"] for r in rows if r["label"] == code})
+        split = ", ".join(f"{s} {counts[(code, s)]}" for s in ("train", "val", "test"))
+        click.echo(f"{code}: {groups} groups; {split}", err=True)
+    click.echo(str(path))

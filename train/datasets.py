@@ -18,9 +18,12 @@ from leukoedge.errors import DataError
 from leukoedge.train.labels import (
     DEFAULT_TCIA_MAPPING,
     IGNORE,
+    TASKS,
     TCIA_CODES,
+    DifferentialResolver,
     LabelResolver,
     format_mapping,
+    parse_differential_mapping,
     parse_mapping,
 )
 from leukoedge.train.layouts import detect_layout, scan_csv, scan_folders
@@ -59,7 +62,10 @@ LAYOUTS = ("auto", "folders", "tcia", "csv")
 
 
 def load_dataset(
-    path: str | os.PathLike, layout: str = "auto", mapping: dict[str, str] | str | None = None
+    path: str | os.PathLike,
+    layout: str = "auto",
+    mapping: dict[str, str] | str | None = None,
+    task: str = "binary",
 ) -> Dataset:
     """Load a labelled data set; see the module docstring for the layouts.
 
@@ -68,18 +74,27 @@ def load_dataset(
     (default: MYO and MOB malignant) and unambiguous folder names (blast, normal, lymphocyte, ...)
     are understood. One-class data loads (an external set of normal cells is useful for false
     positives); training calls :func:`require_two_classes`.
+
+    With ``task="differential"`` labels are white-cell types: ``mapping`` (a string, a TOML/JSON
+    file or a dict, see :func:`~leukoedge.train.labels.parse_differential_mapping`) overrides the
+    default TCIA code -> type mapping.
     """
     if layout not in LAYOUTS:
         raise DataError(f"unknown data layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
-    if isinstance(mapping, str):
-        mapping = parse_mapping(mapping)
+    if task not in TASKS:
+        raise DataError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    if task == "differential":
+        resolver: LabelResolver = DifferentialResolver(
+            parse_differential_mapping(mapping) if mapping else None
+        )
+    else:
+        resolver = LabelResolver(parse_mapping(mapping) if isinstance(mapping, str) else mapping)
     root = Path(os.path.abspath(path))
     found = detect_layout(root) if layout == "auto" else layout
     if found == "csv" and not root.is_file():
         raise DataError(f"{root}: layout 'csv' needs a .csv manifest file")
     if found != "csv" and not root.is_dir():
         raise DataError(f"{root}: layout {found!r} needs a folder")
-    resolver = LabelResolver(mapping)
     if found == "csv":
         raw, missing, warnings = scan_csv(root)
     else:

@@ -1,16 +1,20 @@
-"""From the names a data set uses (class folders, TCIA codes, CSV labels) to the two contract classes.
+"""From the names a data set uses (class folders, TCIA codes, CSV labels) to the model's classes.
 
-The model answers one question, blast or not, so every source class must be mapped onto
-:data:`~leukoedge.contract.CLASS_NAMES`. The mapping decides what the model learns, so it is
-explicit, overridable and recorded with every run: a name that nothing maps is an error, never a
-guess, and labels never come from file names.
+The binary model answers one question, blast or not, so every source class is mapped onto
+:data:`~leukoedge.contract.CLASS_NAMES`; the differential model learns white-cell types, so every
+source class is mapped onto one of :data:`~leukoedge.contract.DIFFERENTIAL_CLASSES`. The mapping
+decides what the model learns, so it is explicit, overridable and recorded with every run: a name
+that nothing maps is an error, never a guess, and labels never come from file names.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
-from leukoedge.contract import CLASS_NAMES, POSITIVE_CLASS
+from leukoedge.contract import CLASS_NAMES, DIFFERENTIAL_CLASSES, POSITIVE_CLASS
 from leukoedge.errors import DataError
 
 NEGATIVE_CLASS = next(c for c in CLASS_NAMES if c != POSITIVE_CLASS)
@@ -116,7 +120,8 @@ def parse_mapping(text: str) -> dict[str, str]:
 def format_mapping(mapping: dict[str, str]) -> str:
     """The mapping as a CLI string that :func:`parse_mapping` reads back to the same dict."""
     parts = []
-    for side in (POSITIVE_CLASS, NEGATIVE_CLASS, IGNORE):
+    sides = (POSITIVE_CLASS, NEGATIVE_CLASS, *DIFFERENTIAL_CLASSES, IGNORE)
+    for side in sides + tuple(sorted(set(mapping.values()) - set(sides))):
         names = sorted(n for n, s in mapping.items() if s == side)
         if names:
             parts.append(f"{side}={','.join(names)}")
@@ -178,4 +183,124 @@ class LabelResolver:
             f"{' or '.join(CLASS_NAMES)}, a TCIA code ({', '.join(TCIA_CODES)}) or a known folder name "
             f"(e.g. blast, normal, lymphocyte). Pass a label mapping such as "
             f"'malignant=NAME1;non_malignant=NAME2' (names listed after '{IGNORE}=' are left out)."
+        )
+
+
+# -- the differential: TCIA codes -> white-cell types --------------------------------------------
+#: Training tasks: ``binary`` (blast or not, a sigmoid LeukoNet) or ``differential`` (one softmax
+#: output per white-cell type; p_blast is the sum over the blast types).
+TASKS = ("binary", "differential")
+
+#: Default TCIA code -> differential cell type. Promyelocytes, myelocytes and metamyelocytes are
+#: immature granulocytes, as a differential counts them; only myeloblasts and monoblasts are blasts.
+DEFAULT_DIFFERENTIAL_MAPPING: dict[str, str] = {
+    "MYO": "blast",
+    "MOB": "blast",
+    "NGS": "neutrophil",
+    "NGB": "neutrophil",
+    "LYT": "lymphocyte",
+    "LYA": "atypical_lymphocyte",
+    "MON": "monocyte",
+    "EOS": "eosinophil",
+    "BAS": "basophil",
+    "PMO": "immature_granulocyte",
+    "PMB": "immature_granulocyte",
+    "MYB": "immature_granulocyte",
+    "MMZ": "immature_granulocyte",
+    "EBO": "erythroblast",
+    "KSC": "smudge_cell",
+}
+
+#: Folder names understood as cell types without a mapping (other data sets' class folders).
+DIFFERENTIAL_SYNONYMS: dict[str, str] = {
+    **{c: c for c in DIFFERENTIAL_CLASSES},
+    **{n: "blast" for n in ("blasts", "myeloblast", "myeloblasts", "monoblast", "monoblasts")},
+    **{n: "neutrophil" for n in ("neutrophils", "segmented_neutrophil", "band_neutrophil")},
+    **{n: "lymphocyte" for n in ("lymphocytes", "typical_lymphocyte")},
+    "monocytes": "monocyte",
+    "eosinophils": "eosinophil",
+    "basophils": "basophil",
+    **{n: "immature_granulocyte" for n in ("ig", "immature_granulocytes")},
+    **{n: "erythroblast" for n in ("erythroblasts", "nrbc")},
+    **{n: "smudge_cell" for n in ("smudge", "smudge_cells")},
+}
+
+
+def parse_differential_mapping(spec: str | Mapping[str, Any]) -> dict[str, str]:
+    """Overrides of the default differential mapping, from a string, a TOML/JSON file or a dict.
+
+    String form: ``"blast=MYO,MOB,PMO;ignore=KSC"`` (cell type = names; ``ignore`` leaves them out).
+    File form (``.toml`` or ``.json``): a table of cell type -> list of names, e.g.
+    ``blast = ["MYO", "MOB", "PMO"]``. Names not listed keep their default type. Errors name the
+    key path (``mapping.toml: blast[2]``).
+    """
+    where = "label mapping"
+    if isinstance(spec, str) and Path(spec).suffix.lower() in (".toml", ".json"):
+        where, spec = spec, _read_mapping_file(Path(spec))
+    if isinstance(spec, str):
+        table: dict[str, Any] = {}
+        for part in filter(None, (p.strip() for p in spec.split(";"))):
+            side, sep, names = part.partition("=")
+            if not sep:
+                raise DataError(f"{where} {spec!r}: {part!r} is not TYPE=NAME,NAME")
+            table[side.strip()] = [n.strip() for n in names.split(",") if n.strip()]
+        spec = table
+    out: dict[str, str] = {}
+    allowed = (*DIFFERENTIAL_CLASSES, IGNORE)
+    for side, names in spec.items():
+        target = normalize(str(side))
+        if target not in allowed:
+            raise DataError(f"{where}: {side}: unknown cell type; use one of {', '.join(allowed)}")
+        if isinstance(names, str) or not isinstance(names, list | tuple) or not names:
+            raise DataError(f"{where}: {side}: expected a non-empty list of class names")
+        for i, name in enumerate(names):
+            if not isinstance(name, str) or not name.strip():
+                raise DataError(f"{where}: {side}[{i}]: expected a class name, got {name!r}")
+            key = name.strip().upper() if name.strip().upper() in TCIA_CODES else name.strip()
+            if out.get(key, target) != target:
+                raise DataError(f"{where}: {side}[{i}]: {key} is already mapped to {out[key]}")
+            out[key] = target
+    return out
+
+
+def _read_mapping_file(path: Path) -> Mapping[str, Any]:
+    import json
+
+    import tomllib
+
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
+    except FileNotFoundError as e:
+        raise DataError(f"{path}: no such mapping file") from e
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise DataError(f"{path}: not a readable mapping file ({e})") from e
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a table of cell type -> list of class names")
+    return data
+
+
+class DifferentialResolver(LabelResolver):
+    """Maps source class names to differential cell types: overrides, defaults, then synonyms."""
+
+    def __init__(self, overrides: dict[str, str] | None = None) -> None:
+        self.user = dict(overrides) if overrides else None
+        self._user_norm = {normalize(k): v for k, v in (overrides or {}).items()}
+        self.used = {}
+        self.unknown = set()
+
+    def lookup(self, name: str) -> str | None:
+        key = normalize(name)
+        return (
+            self._user_norm.get(key)
+            or DEFAULT_DIFFERENTIAL_MAPPING.get(name.upper())
+            or DIFFERENTIAL_SYNONYMS.get(key)
+        )
+
+    def unknown_error(self, where: str) -> DataError:
+        names = ", ".join(sorted(self.unknown))
+        return DataError(
+            f"{where}: no cell type for class name(s) {names}. Class names must be a cell type "
+            f"({', '.join(DIFFERENTIAL_CLASSES)}), a TCIA code ({', '.join(TCIA_CODES)}) or a known "
+            f"folder name; pass a mapping such as 'lymphocyte=NAME1;ignore=NAME2' or a mapping file."
         )

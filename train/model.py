@@ -23,12 +23,15 @@ def build_leukonet(
     l2: float = 0.0,
     dropout: float = 0.5,
     seed: int | None = None,
+    n_classes: int = 1,
 ) -> Any:
     """Build (not compile) LeukoNet as a Keras functional model taking raw uint8-range RGB.
 
     ``leukonet``: Conv(32)-Pool-Conv(64)-Pool-Conv(128)-Pool-Flatten-Dense(128)-Dropout-Dense(1).
     ``leukonet_bn`` adds BatchNorm after each convolution; ``leukonet_gap`` replaces Flatten by
     global average pooling (far fewer parameters). ``l2`` adds weight decay to every kernel.
+    ``n_classes`` 1 gives the binary sigmoid output (p_malignant); more give a softmax over the
+    differential's cell types (``probabilities``).
     """
     import keras
     from keras import layers
@@ -52,5 +55,8 @@ def build_leukonet(
         x = layers.Flatten(name="flatten")(x)
     x = layers.Dense(128, activation="relu", kernel_regularizer=reg, name="dense")(x)
     x = layers.Dropout(dropout, name="dropout")(x)
-    outputs = layers.Dense(1, activation="sigmoid", name="p_malignant")(x)
+    if n_classes > 1:
+        outputs = layers.Dense(n_classes, activation="softmax", name="probabilities")(x)
+    else:
+        outputs = layers.Dense(1, activation="sigmoid", name="p_malignant")(x)
     return keras.Model(inputs, outputs, name=architecture)

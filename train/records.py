@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from leukoedge.contract import CLASS_NAMES
+from leukoedge.contract import CLASS_NAMES, DIFFERENTIAL_BLAST_CLASSES, DIFFERENTIAL_CLASSES
 from leukoedge.errors import DataError
 from leukoedge.train.labels import format_mapping
 
@@ -42,8 +42,12 @@ class Record:
 
     @property
     def y(self) -> int:
-        """1 for the positive (malignant) class, 0 otherwise: the model's target."""
-        return CLASS_NAMES.index(self.label)
+        """The model's target: the label's index among its classes (binary: 1 = malignant)."""
+        return (
+            CLASS_NAMES.index(self.label)
+            if self.label in CLASS_NAMES
+            else DIFFERENTIAL_CLASSES.index(self.label)
+        )
 
 
 @dataclass
@@ -96,13 +100,25 @@ class Dataset:
         }
 
 
-def label_counts(items: Iterable[Record | str | int]) -> dict[str, int]:
-    """Images per contract class (both classes always present, zeros included)."""
-    counts = dict.fromkeys(CLASS_NAMES, 0)
+def classes_of(labels: Iterable[str]) -> tuple[str, ...]:
+    """The class list these labels belong to: the binary contract classes or the differential types."""
+    return CLASS_NAMES if all(label in CLASS_NAMES for label in labels) else DIFFERENTIAL_CLASSES
+
+
+def label_counts(
+    items: Iterable[Record | str | int], classes: tuple[str, ...] | None = None
+) -> dict[str, int]:
+    """Images per class, every class of the list present (zeros included).
+
+    Integer targets index ``classes`` (default: the binary classes); names decide the list
+    themselves when ``classes`` is not given.
+    """
+    labels = []
     for item in items:
         label = item.label if isinstance(item, Record) else item
-        if not isinstance(label, str):
-            label = CLASS_NAMES[int(label)]
+        labels.append(label if isinstance(label, str) else (classes or CLASS_NAMES)[int(label)])
+    counts = dict.fromkeys(classes or classes_of(labels), 0)
+    for label in labels:
         counts[label] += 1
     return counts
 
@@ -153,6 +169,16 @@ def require_evaluable(labels: Iterable[Record | str | int], set_name: str = "tes
     """
     counts = label_counts(labels)
     total = sum(counts.values())
+    if tuple(counts) == DIFFERENTIAL_CLASSES:
+        blasts = sum(counts[c] for c in DIFFERENTIAL_BLAST_CLASSES)
+        two = {"blast": blasts, "any other type": total - blasts}
+        missing = [label for label, n in two.items() if n == 0]
+        if total and missing:
+            raise DataError(
+                f"cannot report metrics on the {set_name}: it has no {missing[0]} images; blast "
+                "sensitivity, specificity and a threshold need blasts and other cells"
+            )
+        return counts
     missing = [label for label, n in counts.items() if n == 0]
     if total == 0:
         raise DataError(f"cannot report metrics on the {set_name}: it has no images")

@@ -19,11 +19,18 @@ from typing import Any
 import numpy as np
 
 from leukoedge import __version__
-from leukoedge.contract import CropGeometry, InputContract
+from leukoedge.contract import (
+    DIFFERENTIAL_BLAST_CLASSES,
+    DIFFERENTIAL_CLASSES,
+    OUTPUT_SOFTMAX,
+    CropGeometry,
+    InputContract,
+)
 from leukoedge.errors import DataError
 from leukoedge.train import runfiles as rf
 from leukoedge.train.cache import LoadedArrays, load_arrays
 from leukoedge.train.datasets import Dataset, Record, load_dataset, require_evaluable, require_two_classes
+from leukoedge.train.differential import score_differential
 from leukoedge.train.rundoc import OperatingThreshold, RunDocument
 from leukoedge.train.scoring import choose_thresholds, evaluate_scores
 from leukoedge.train.splits import (
@@ -57,6 +64,12 @@ class TrainOptions:
     operating: str = "youden"
     overwrite: bool = False
     command: str = ""
+    #: ``binary`` (blast or not) or ``differential`` (every white-cell type; see train/labels.py).
+    task: str = "binary"
+
+    @property
+    def differential(self) -> bool:
+        return self.task == "differential"
 
 
 @dataclass
@@ -136,7 +149,7 @@ def _check_out(out: Path, overwrite: bool) -> None:
 def _load(
     options: TrainOptions, echo: Echo, progress: ProgressFactory | None
 ) -> tuple[Dataset, Any, LoadedArrays]:
-    dataset = load_dataset(options.data, layout=options.layout, mapping=options.mapping)
+    dataset = load_dataset(options.data, layout=options.layout, mapping=options.mapping, task=options.task)
     if options.limit:
         dataset = replace(
             dataset, records=stratified_subset(dataset.records, options.limit, options.fit.seed)
@@ -177,9 +190,16 @@ def _epoch_line(fit: FitConfig, echo: Echo) -> Callable[[dict[str, float], bool]
     def line(row: dict[str, float], best: bool) -> None:
         echo(
             f"epoch {int(row['epoch']):2d}/{fit.epochs}  loss {row.get('loss', np.nan):.4f}  "
-            f"acc {row.get('accuracy', np.nan):.4f}  auc {row.get('auc', np.nan):.4f}  |  "
+            f"acc {row.get('accuracy', np.nan):.4f}  "
+            + (f"auc {row['auc']:.4f}  " if "auc" in row else "")
+            + "|  "
             f"val loss {row.get('val_loss', np.nan):.4f}  acc {row.get('val_accuracy', np.nan):.4f}  "
-            f"auc {row.get('val_auc', np.nan):.4f}{'  * best' if best else ''}"
+            + (
+                f"bal.acc {row['val_balanced_accuracy']:.4f}"
+                if "val_balanced_accuracy" in row
+                else f"auc {row.get('val_auc', np.nan):.4f}"
+            )
+            + ("  * best" if best else "")
         )
 
     return line
@@ -187,6 +207,15 @@ def _epoch_line(fit: FitConfig, echo: Echo) -> Callable[[dict[str, float], bool]
 
 def _score(options: TrainOptions, fitted: FitResult, arrays: LoadedArrays) -> tuple[dict[str, Any], dict]:
     """Thresholds from validation, then the test split at those thresholds; returns (metrics, scores)."""
+    if options.differential:
+        parts = {name: _part(arrays, name) for name in ("val", "test")}
+        return score_differential(
+            lambda x: predict_proba(fitted.model, x),
+            parts,
+            options.operating,
+            options.target_sensitivity,
+            options.fit.seed,
+        )
     x_val, y_val, _ = _part(arrays, "val")
     x_test, y_test, _ = _part(arrays, "test")
     p_val = predict_proba(fitted.model, x_val)
@@ -241,9 +270,29 @@ def _fit(options: TrainOptions, arrays: LoadedArrays, out: Path, echo: Echo) -> 
         y_tr,
         x_val,
         y_val,
-        options.fit,
+        _fit_config(options),
         checkpoint=out / rf.MODEL_FILE,
         on_epoch=_epoch_line(options.fit, echo),
+    )
+
+
+def _fit_config(options: TrainOptions) -> FitConfig:
+    """The fit configuration, with the differential's output count when the task asks for it."""
+    if options.differential:
+        return replace(options.fit, n_classes=len(DIFFERENTIAL_CLASSES))
+    return options.fit
+
+
+def _contract(options: TrainOptions, threshold: float, geometry: CropGeometry) -> InputContract:
+    if not options.differential:
+        return InputContract(threshold=threshold, crop=geometry)
+    return InputContract(
+        class_names=DIFFERENTIAL_CLASSES,
+        positive_class=DIFFERENTIAL_BLAST_CLASSES[0],
+        threshold=threshold,
+        crop=geometry,
+        output=OUTPUT_SOFTMAX,
+        blast_classes=DIFFERENTIAL_BLAST_CLASSES,
     )
 
 
@@ -262,7 +311,8 @@ def _run_document(
     summary = dataset.summary()
     records = {
         "versions": _versions(),
-        "fit": options.fit.to_dict(),
+        "task": options.task,
+        "fit": _fit_config(options).to_dict(),
         "data": {**summary, "limit": options.limit, "loading": arrays.summary()},
         "splits": {
             **splits.summary(),
@@ -276,6 +326,7 @@ def _run_document(
             "params": int(fitted.model.count_params()),
             "best_epoch": fitted.best_epoch,
             "best_val_auc": fitted.best_val_auc,
+            "checkpoint_metric": _fit_config(options).to_dict()["checkpoint_metric"],
             "epochs_run": len(fitted.history),
             "stopped_early": fitted.stopped_early,
             "class_weight": fitted.class_weight,
@@ -284,7 +335,7 @@ def _run_document(
         "durations_s": {k: round(v, 2) for k, v in durations.items()},
     }
     return RunDocument(
-        contract=InputContract(threshold=op["value"], crop=geometry[0]),
+        contract=_contract(options, op["value"], geometry[0]),
         operating=OperatingThreshold(op["rule"], op["value"]),
         command=options.command or " ".join(sys.argv),
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -33,7 +33,6 @@ from typing import Any
 
 import numpy as np
 
-from leukoedge.contract import CLASS_NAMES
 from leukoedge.errors import DataError
 from leukoedge.inference.bundle import sha256_file
 from leukoedge.train.datasets import Dataset, Record, label_counts
@@ -137,14 +136,15 @@ def _carve(records: list[Record], fractions: dict[str, float], seed: int) -> dic
     keys = sorted(units)
     order = np.random.default_rng(seed).permutation(len(keys))
     shuffled = sorted((keys[i] for i in order), key=lambda k: -len(units[k]))  # stable: random among equals
-    totals = np.array([label_counts(records)[c] for c in CLASS_NAMES], dtype=float)
+    classes = sorted({r.label for r in records})
+    totals = np.array([sum(r.label == c for r in records) for c in classes], dtype=float)
     names = ["train", *fractions]
     share = {"train": 1.0 - sum(fractions.values()), **fractions}
     target = {s: share[s] * totals for s in names}
-    have = {s: np.zeros(len(CLASS_NAMES)) for s in names}
+    have = {s: np.zeros(len(classes)) for s in names}
     out: dict[str, list[Record]] = {s: [] for s in names}
     for key in shuffled:
-        n = np.array([sum(r.label == c for r in units[key]) for c in CLASS_NAMES], dtype=float)
+        n = np.array([sum(r.label == c for r in units[key]) for c in classes], dtype=float)
         best = max(names, key=lambda s: _fit(n, target[s] - have[s], target[s]))
         have[best] += n
         out[best] += units[key]
@@ -165,7 +165,7 @@ def _check(splits: Splits) -> None:
     for name, recs in splits.items():
         missing = [c for c, k in label_counts(recs).items() if k == 0]
         if recs and missing:
-            logger.warning("%s split has no %s images: metrics on it will be refused", name, missing[0])
+            logger.warning("%s split has no images of %s", name, ", ".join(missing))
     seen: dict[str, str] = {}
     crossing = set()
     for name, recs in splits.items():

@@ -42,13 +42,25 @@ class FitConfig:
     class_weight: bool = True
     deterministic: bool = True
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    #: Outputs: 1 (binary sigmoid) or the number of differential cell types (softmax).
+    n_classes: int = 1
+    label_smoothing: float = 0.0
+
+    @property
+    def differential(self) -> bool:
+        return self.n_classes > 1
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["augment"] = self.augment.to_dict()
         d["optimizer"] = "adam"
-        d["loss"] = "binary_crossentropy"
-        d["checkpoint_metric"] = "val_auc (ties: lower val_loss)"
+        if self.differential:
+            d["loss"] = "categorical_crossentropy"
+            d["sampling"] = "class-balanced epochs" if self.class_weight else "as loaded"
+            d["checkpoint_metric"] = "val_balanced_accuracy (ties: lower val_loss)"
+        else:
+            d["loss"] = "binary_crossentropy"
+            d["checkpoint_metric"] = "val_auc (ties: lower val_loss)"
         return d
 
 
@@ -78,7 +90,14 @@ def set_seeds(seed: int, deterministic: bool = True) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
-def _best_checkpoint_callback(path: Path | None, patience: int, on_epoch: EpochCallback | None) -> Any:
+def _best_checkpoint_callback(
+    path: Path | None,
+    patience: int,
+    on_epoch: EpochCallback | None,
+    val_score: Callable[[Any], float] | None = None,
+) -> Any:
+    """Keeps the best epoch by ``val_auc`` from the logs, or by ``val_score(model)`` (stored in the
+    row as ``val_balanced_accuracy`` and, for the shared bookkeeping, as ``val_auc``'s rival)."""
     import keras
 
     class BestOnValAuc(keras.callbacks.Callback):
@@ -96,7 +115,10 @@ def _best_checkpoint_callback(path: Path | None, patience: int, on_epoch: EpochC
 
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
             row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
-            auc, loss = row.get("val_auc", math.nan), row.get("val_loss", math.inf)
+            if val_score is not None:
+                row["val_balanced_accuracy"] = float(val_score(self.model))
+            key = "val_auc" if val_score is None else "val_balanced_accuracy"
+            auc, loss = row.get(key, math.nan), row.get("val_loss", math.inf)
             tied = abs(auc - self.best_auc) <= AUC_TIE
             better = auc > self.best_auc + AUC_TIE or (tied and loss < self.best_loss)
             if better:
@@ -116,10 +138,18 @@ def _best_checkpoint_callback(path: Path | None, patience: int, on_epoch: EpochC
     return BestOnValAuc()
 
 
-def compile_model(model: Any, learning_rate: float) -> None:
-    """Adam + binary cross-entropy with accuracy and ROC-AUC metrics (keywords: see Keras 3)."""
+def compile_model(model: Any, learning_rate: float, n_classes: int = 1, label_smoothing: float = 0.0) -> None:
+    """Adam + binary cross-entropy with accuracy and ROC-AUC metrics (keywords: see Keras 3); for a
+    differential model categorical cross-entropy (optionally label-smoothed) with accuracy."""
     import keras
 
+    if n_classes > 1:
+        model.compile(
+            optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+            loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
+            metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+        )
+        return
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
         loss="binary_crossentropy",
@@ -145,14 +175,35 @@ def fit_model(
 
     config = config or FitConfig()
     set_seeds(config.seed, config.deterministic)
-    model = build_leukonet(architecture=config.architecture, l2=config.l2, dropout=config.dropout)
-    compile_model(model, config.learning_rate)
-    weights = balanced_class_weight(y_train) if config.class_weight else None
+    model = build_leukonet(
+        architecture=config.architecture, l2=config.l2, dropout=config.dropout, n_classes=config.n_classes
+    )
+    compile_model(model, config.learning_rate, config.n_classes, config.label_smoothing)
+    val_score = None
+    if config.differential:
+        eye = np.eye(config.n_classes, dtype=np.float32)
+        y_train, y_val = eye[np.asarray(y_train, int)], eye[np.asarray(y_val, int)]
+        weights = None  # class balance comes from balanced sampling
+
+        def val_score(m: Any) -> float:
+            return balanced_accuracy(y_val.argmax(1), predict_proba(m, x_val).argmax(1))
+
+    else:
+        weights = balanced_class_weight(y_train) if config.class_weight else None
+    balanced = config.differential and config.class_weight
     train_ds = make_dataset(
-        x_train, y_train, config.batch_size, augment=config.augment, shuffle=True, seed=config.seed
+        x_train,
+        y_train,
+        config.batch_size,
+        augment=config.augment,
+        shuffle=True,
+        seed=config.seed,
+        balanced=balanced,
     )
     val_ds = make_dataset(x_val, y_val, batch_size=256)
-    tracker = _best_checkpoint_callback(Path(checkpoint) if checkpoint else None, config.patience, on_epoch)
+    tracker = _best_checkpoint_callback(
+        Path(checkpoint) if checkpoint else None, config.patience, on_epoch, val_score
+    )
     start = time.perf_counter()
     model.fit(
         train_ds,
@@ -179,15 +230,26 @@ def fit_model(
 
 
 def predict_proba(model: Any, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """p(malignant) for N x 64 x 64 x 3 uint8 crops, as a float64 vector.
+    """p(malignant) for N x 64 x 64 x 3 uint8 crops as a float64 vector (binary model), or the
+    N x classes probabilities of a differential model.
 
     Calls the model on batches directly (``model.predict`` costs far more per call on small sets).
     """
     out = []
     for i in range(0, len(x), batch_size):
         batch = np.asarray(x[i : i + batch_size], dtype=np.float32)
-        out.append(np.asarray(model(batch, training=False)).reshape(-1))
-    return np.concatenate(out).astype(np.float64) if out else np.zeros(0, np.float64)
+        p = np.asarray(model(batch, training=False))
+        out.append(p.reshape(-1) if p.shape[-1] == 1 else p)
+    if not out:
+        return np.zeros(0, np.float64)
+    return np.concatenate(out).astype(np.float64)
+
+
+def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Mean recall over the classes present in ``y_true``."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    recalls = [float((y_pred[y_true == k] == k).mean()) for k in np.unique(y_true)]
+    return float(np.mean(recalls)) if recalls else float("nan")
 
 
 def load_model(path: str | Path) -> Any:

@@ -19,6 +19,10 @@ from leukoedge.errors import LeukoEdgeError, RuntimeMissingError
 #: name -> (module:attribute, one-line help). The help is here so that ``--help`` imports nothing.
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("leukoedge.train.cli:train_cmd", "Train LeukoNet on labelled single-cell images."),
+    "prepare-lmu": (
+        "leukoedge.train.cli:prepare_lmu_cmd",
+        "Write the LMU differential data set (aml-lmu + lmu-thumbs) as a grouped CSV manifest.",
+    ),
     "evaluate": ("leukoedge.train.cli:evaluate_cmd", "Evaluate a trained Keras model on labelled images."),
     "quantize": ("leukoedge.quantize.cli:quantize_cmd", "Convert a trained model to an int8 TFLite bundle."),
     "report": ("leukoedge.quantize.cli:report_cmd", "Compare float and int8 models on held-out images."),

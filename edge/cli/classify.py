@@ -28,11 +28,13 @@ logger = logging.getLogger(__name__)
 #: Inputs from which a progress bar is shown (on a terminal, when results go to a file or pipe).
 PROGRESS_MIN = 100
 FORMATS = ("table", "json", "csv")
-CELL_COLUMNS = ("path", "ok", "label", "p_malignant", "threshold", "error")
+CELL_COLUMNS = ("path", "ok", "label", "suspected_blast", "p_blast", "p_malignant", "threshold", "error")
 FIELD_COLUMNS = (
-    "path", "ok", "width", "height", "cell", "x0", "y0", "x1", "y1", "edge", "label", "p_malignant",
-    "threshold", "error",
+    "path", "ok", "width", "height", "cell", "x0", "y0", "x1", "y1", "edge", "label", "suspected_blast",
+    "p_blast", "p_malignant", "threshold", "error",
 )  # fmt: skip
+#: The per-cell values of a CSV row, after the path and position columns.
+_CELL_VALUES = ("label", "suspected_blast", "p_blast", "p_malignant")
 
 
 class CommandFailed(click.ClickException):
@@ -55,38 +57,38 @@ def _csv_line(values: list[Any]) -> str:
 def _csv_rows(record: dict[str, Any], field: bool) -> list[list[Any]]:
     path, ok = record["path"], record["ok"]
     if not field:
-        return [
-            [
-                path,
-                ok,
-                record.get("label"),
-                record.get("p_malignant"),
-                record.get("threshold"),
-                record.get("error"),
-            ]
-        ]
+        values = [record.get(k) for k in _CELL_VALUES]
+        return [[path, ok, *values, record.get("threshold"), record.get("error")]]
     if not ok:
-        return [[path, ok, *[None] * 11, record["error"]]]
+        return [[path, ok, *[None] * (len(FIELD_COLUMNS) - 3), record["error"]]]
     head = [path, ok, record["width"], record["height"]]
     rows = [
-        [*head, i, *c["bbox"], c["edge"], c["label"], c["p_malignant"], record["threshold"], None]
+        [*head, i, *c["bbox"], c["edge"], *[c[k] for k in _CELL_VALUES], record["threshold"], None]
         for i, c in enumerate(record["cells"])
     ]
-    return rows or [[*head, *[None] * 8, record["threshold"], None]]
+    return rows or [[*head, *[None] * (len(FIELD_COLUMNS) - 6), record["threshold"], None]]
+
+
+def _blast_mark(cell: dict[str, Any]) -> str:
+    return "  suspected blast" if cell.get("suspected_blast") else ""
 
 
 def _table_lines(record: dict[str, Any]) -> list[str]:
     if not record["ok"]:
         return [f"{'FAILED':<14} {'':>6}  {record['path']}: {record['error']}"]
     if "cells" not in record:
-        return [f"{record['label']:<14} {record['p_malignant']:6.3f}  {record['path']}"]
+        return [f"{record['label']:<20} {record['p_blast']:6.3f}  {record['path']}{_blast_mark(record)}"]
     cells = record["cells"]
     counts = Counter("edge" if c["edge"] else c["label"] for c in cells)
     summary = ", ".join(f"{n} {name}" for name, n in sorted(counts.items())) or "no white cells found"
-    lines = [f"{record['path']} ({record['width']}x{record['height']}): {len(cells)} cells: {summary}"]
+    blasts = sum(bool(c.get("suspected_blast")) for c in cells)
+    lines = [
+        f"{record['path']} ({record['width']}x{record['height']}): {len(cells)} cells: {summary}; "
+        f"{blasts} suspected blast{'s' if blasts != 1 else ''}"
+    ]
     for c in cells:
-        label, p = ("edge", "     -") if c["edge"] else (c["label"], f"{c['p_malignant']:6.3f}")
-        lines.append(f"  {label:<14} {p}  bbox {c['bbox']}")
+        label, p = ("edge", "     -") if c["edge"] else (c["label"], f"{c['p_blast']:6.3f}")
+        lines.append(f"  {label:<20} {p}  bbox {c['bbox']}{_blast_mark(c)}")
     return lines
 
 
@@ -206,10 +208,13 @@ def classify_cmd(
     """Classify single-cell images, or whole fields with --field.
 
     PATH may be image files, folders (searched recursively) or glob patterns. Results are one
-    line per image, in input order: JSON Lines {"path", "ok", "label", "p_malignant",
-    "threshold"} per cell image; {"path", "ok", "width", "height", "threshold", "cells": [{"bbox",
-    "edge", "label", "p_malignant"}]} per field; {"path", "ok": false, "error"} when an image cannot
-    be read. Cells cut by the frame edge are listed with "edge": true and no label.
+    line per image, in input order: JSON Lines {"path", "ok", "label", "suspected_blast",
+    "p_blast", "p_malignant", "probabilities", "unclassified", "threshold"} per cell image, where
+    "label" is the cell type (a differential model) or malignant/non_malignant (a binary model),
+    "suspected_blast" is p_blast >= threshold and "p_malignant" repeats p_blast for older readers;
+    {"path", "ok", "width", "height", "threshold", "cells": [{"bbox", "edge", "label", ...}]} per
+    field; {"path", "ok": false, "error"} when an image cannot be read. Cells cut by the frame edge
+    are listed with "edge": true and no label.
 
     Exit status: 0 all classified, 1 some images failed, 2 usage or model error.
 

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from leukoedge.errors import DataError, LeukoEdgeError
-from leukoedge.inference.classifier import CellClassifier
+from leukoedge.inference.classifier import CellClassifier, CellResult
 from leukoedge.vision.annotate import draw_marks, field_marks
 from leukoedge.vision.detect import CellDetector, Detection, DetectorConfig
 from leukoedge.vision.field import FieldAnalyzer
@@ -121,14 +121,13 @@ def failure_record(path: str, error: BaseException | str) -> dict[str, Any]:
     return {"path": path, "ok": False, "error": _reason(path, error)}
 
 
-def cell_record(path: str, label: str, p: float, threshold: float) -> dict[str, Any]:
-    return {
-        "path": path,
-        "ok": True,
-        "label": label,
-        "p_malignant": round(float(p), 6),
-        "threshold": threshold,
-    }
+#: The per-cell values a cell cut by the frame edge has none of.
+EDGE_CELL_NULLS = ("label", "suspected_blast", "p_blast", "p_malignant", "probabilities", "unclassified")
+
+
+def cell_record(path: str, result: CellResult) -> dict[str, Any]:
+    """One image of one cell: ``label`` (cell type), ``suspected_blast``, ``p_blast``, probabilities."""
+    return {"path": path, "ok": True, **result.to_dict()}
 
 
 def field_record(
@@ -278,7 +277,7 @@ class FileClassifier:
 
     def _flush(self, pending: list[_Prepared]) -> Iterator[dict[str, Any]]:
         crops = [p.crops for p in pending if p.crops is not None and p.n_crops]
-        probs = self.classifier.predict_proba(np.concatenate(crops)) if crops else np.empty(0)
+        probs = self.classifier.predict_probabilities(np.concatenate(crops)) if crops else np.empty((0, 0))
         offset = 0
         for p in pending:
             if p.error is not None:
@@ -289,17 +288,17 @@ class FileClassifier:
 
     def _record(self, p: _Prepared, probs: np.ndarray) -> dict[str, Any]:
         t = self.classifier.threshold
+        results = iter(self.classifier.decide(probs) if len(probs) else [])
         if not self.field:
-            return cell_record(p.item.path, self.contract.label_for(float(probs[0]), t), probs[0], t)
+            return cell_record(p.item.path, next(results))
         cells: list[dict[str, Any]] = []
-        scores = iter(probs.tolist())
         for d in p.detections or []:
             cell: dict[str, Any] = {"bbox": [int(v) for v in d.bbox], "edge": not d.whole}
             if not d.whole:
-                cell.update(label=None, p_malignant=None)
+                cell.update(dict.fromkeys(EDGE_CELL_NULLS))
             else:
-                prob = next(scores)
-                cell.update(label=self.contract.label_for(prob, t), p_malignant=round(prob, 6))
+                cell.update(next(results).to_dict())
+                del cell["threshold"]
             cells.append(cell)
         record = field_record(p.item.path, p.size[0], p.size[1], t, cells)
         if self.annotate_dir is not None and p.frame is not None:
@@ -316,7 +315,7 @@ class FileClassifier:
         self._annotation_names.add(name)
         out = self.annotate_dir / name
         try:
-            draw_marks(p.frame, field_marks(cells, self.contract.positive_class)).save(out)
+            draw_marks(p.frame, field_marks(cells)).save(out)
         except OSError as e:
             logger.warning("%s: annotation not written: %s", out, e)
             return None

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from leukoedge.contract import InputContract
 from leukoedge.errors import ModelError
 from leukoedge.inference.bundle import ModelBundle
 from leukoedge.inference.runtime import Runtime, get_runtime
@@ -34,12 +35,47 @@ class ClassifierOptions:
 
 @dataclass(frozen=True)
 class CellResult:
+    """One cell's answer: its type, p_blast, the blast decision and every class's probability.
+
+    ``label`` is the most probable cell type of a differential model, or the binary model's
+    label; ``suspected_blast`` is ``p_blast >= threshold``, decided here from the bundle's
+    contract. ``p_malignant`` is an alias of ``p_blast`` kept for older readers.
+    """
+
     label: str
-    p_malignant: float
+    p_blast: float
     threshold: float
+    suspected_blast: bool
+    probabilities: dict[str, float]
+    unclassified: bool = False
+
+    @property
+    def p_malignant(self) -> float:
+        return self.p_blast
 
     def to_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "p_malignant": round(self.p_malignant, 6), "threshold": self.threshold}
+        return {
+            "label": self.label,
+            "suspected_blast": self.suspected_blast,
+            "p_blast": round(self.p_blast, 6),
+            "p_malignant": round(self.p_blast, 6),
+            "probabilities": {k: round(v, 6) for k, v in self.probabilities.items()},
+            "unclassified": self.unclassified,
+            "threshold": self.threshold,
+        }
+
+
+def decide(contract: InputContract, probabilities: np.ndarray, threshold: float) -> CellResult:
+    """A :class:`CellResult` from one cell's class probabilities (the one place a cell is decided)."""
+    probs = np.asarray(probabilities, dtype=np.float64).reshape(-1)
+    p_blast = float(contract.p_blast(probs))
+    return CellResult(
+        label=contract.cell_type(probs, threshold),
+        p_blast=p_blast,
+        threshold=threshold,
+        suspected_blast=p_blast >= threshold,
+        probabilities={name: float(v) for name, v in zip(contract.class_names, probs, strict=True)},
+    )
 
 
 @dataclass(frozen=True)
@@ -152,10 +188,11 @@ class CellClassifier:
             raise ModelError(
                 f"{bundle.tflite_path}: input shape {self.input.shape} is not the contract's {expected}"
             )
-        if self.output.shape not in ((1, 1), (1,)):
-            raise ModelError(
-                f"{bundle.tflite_path}: output shape {self.output.shape} is not one sigmoid probability"
-            )
+        units = len(self.contract.class_names) if self.contract.differential else 1
+        if self.output.shape not in ((1, units), (units,)):
+            what = f"{units} class probabilities" if self.contract.differential else "one sigmoid probability"
+            raise ModelError(f"{bundle.tflite_path}: output shape {self.output.shape} is not {what}")
+        self._units = units
         if self.input.dtype not in (np.uint8, np.int8, np.float32, np.float16):
             raise ModelError(f"{bundle.tflite_path}: unsupported input dtype {self.input.dtype}")
         self._lut = input_table(self.input)
@@ -170,9 +207,9 @@ class CellClassifier:
         return quantize_input(self.input, cells, self._lut)
 
     def _postprocess(self, raw: np.ndarray) -> np.ndarray:
-        """Output tensor -> p(positive class) as float64, dequantized with the tensor's own parameters."""
+        """Output tensor -> N x units float64, dequantized with the tensor's own parameters."""
         spec = self.output
-        values = raw.reshape(-1).astype(np.float64)
+        values = raw.reshape(-1, self._units).astype(np.float64)
         if spec.quantized:
             values = (values - spec.zero_point) * spec.scale
         return np.clip(values, 0.0, 1.0)
@@ -188,7 +225,11 @@ class CellClassifier:
 
     # -- public API -----------------------------------------------------------------------------
     def predict_proba(self, cells: np.ndarray) -> np.ndarray:
-        """p(positive) for an N x size x size x 3 uint8 array (or one size x size x 3 crop)."""
+        """p_blast for an N x size x size x 3 uint8 array (or one size x size x 3 crop)."""
+        return self.contract.p_blast(self.predict_probabilities(cells))
+
+    def predict_probabilities(self, cells: np.ndarray) -> np.ndarray:
+        """N x classes probabilities, in the contract's class order, for N crops."""
         cells = np.asarray(cells)
         if cells.ndim == 3:
             cells = cells[None]
@@ -196,7 +237,7 @@ class CellClassifier:
         if cells.shape[1:] != (size, size, 3):
             raise ValueError(f"cells must be N x {size} x {size} x 3, got {cells.shape}")
         n = len(cells)
-        out = np.empty(n, dtype=np.float64)
+        out = np.empty((n, self._units), dtype=np.float64)
         b = self.options.batch_size
         full = (n // b) * b if b > 1 else 0
         for start in range(0, full, b):
@@ -206,14 +247,16 @@ class CellClassifier:
             )
         for i in range(full, n):
             out[i] = self._postprocess(self._single.run(self._preprocess(cells[i : i + 1])))[0]
-        return out
+        return self.contract.probabilities(out)
 
     def classify(self, cells: np.ndarray) -> list[CellResult]:
-        """Labels and probabilities for N crops at the configured threshold."""
+        """Cell types, p_blast and the blast decision for N crops at the configured threshold."""
+        return self.decide(self.predict_probabilities(cells))
+
+    def decide(self, probabilities: np.ndarray) -> list[CellResult]:
+        """Results for rows of class probabilities (e.g. aggregated over a track) at the threshold."""
         t = self.threshold
-        return [
-            CellResult(self.contract.label_for(float(p), t), float(p), t) for p in self.predict_proba(cells)
-        ]
+        return [decide(self.contract, row, t) for row in np.atleast_2d(probabilities)]
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -174,6 +174,8 @@ def manifest_from_dict(data: Mapping[str, Any], where: str, default_name: str = 
     version = data.get("schema_version", MANIFEST_SCHEMA_VERSION)
     if version == 1:
         data = upgrade_v1(data)
+    elif version == 2:
+        data = {**data, "schema_version": MANIFEST_SCHEMA_VERSION}  # binary contract, same keys
     elif not isinstance(version, int) or isinstance(version, bool) or version != MANIFEST_SCHEMA_VERSION:
         raise BundleError(
             f"{where}: manifest schema version {version!r} is not supported "

@@ -39,19 +39,21 @@ def classified_mark(bbox: Sequence[int], label: str, p: float, positive: bool, p
     """A classified cell's box, coloured by the contract's decision (``positive``)."""
     colour = POSITIVE_COLOUR if positive else NEGATIVE_COLOUR
     x0, y0, x1, y1 = (int(v) for v in bbox)
-    return Mark((x0, y0, x1, y1), colour, f"{prefix}{label} p={p:.2f}")
+    return Mark((x0, y0, x1, y1), colour, f"{prefix}{label} p_blast={p:.2f}")
 
 
-def field_marks(cells: Iterable[dict[str, Any]], positive_class: str) -> list[Mark]:
-    """Marks for the cell dicts of a ``classify --field`` record (``bbox``, ``edge``, ``label``, p)."""
+def field_marks(cells: Iterable[dict[str, Any]]) -> list[Mark]:
+    """Marks for the cell dicts of a ``classify --field`` record (``bbox``, ``edge``, ``label``,
+    ``p_blast``, ``suspected_blast``)."""
     marks = []
     for cell in cells:
         x0, y0, x1, y1 = (int(v) for v in cell["bbox"])
         if cell.get("edge") or cell.get("label") is None:
             marks.append(Mark((x0, y0, x1, y1), EDGE_COLOUR, "edge"))
         else:
-            label = cell["label"]
-            marks.append(classified_mark(cell["bbox"], label, cell["p_malignant"], label == positive_class))
+            marks.append(
+                classified_mark(cell["bbox"], cell["label"], cell["p_blast"], bool(cell["suspected_blast"]))
+            )
     return marks
 
 

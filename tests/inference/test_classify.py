@@ -24,9 +24,13 @@ from leukoedge.inference.batch import InputItem, expand_inputs
 from leukoedge.inference.bundle import write_bundle
 from leukoedge.synth.field import render_field
 
-CELL_KEYS = {"path", "ok", "label", "p_malignant", "threshold"}
+CELL_KEYS = {
+    "path", "ok", "label", "suspected_blast", "p_blast", "p_malignant", "probabilities", "unclassified", "threshold"
+}  # fmt: skip
 FIELD_KEYS = {"path", "ok", "width", "height", "threshold", "cells"}
-FIELD_CELL_KEYS = {"bbox", "edge", "label", "p_malignant"}
+FIELD_CELL_KEYS = {
+    "bbox", "edge", "label", "suspected_blast", "p_blast", "p_malignant", "probabilities", "unclassified"
+}  # fmt: skip
 FAIL_KEYS = {"path", "ok", "error"}
 
 
@@ -108,7 +112,10 @@ def test_cells_json_lines_labels_and_order(model: str, cells: tuple[Path, dict[s
         assert set(r) == CELL_KEYS and r["ok"] is True
         assert r["label"] == expected[r["path"]]
         assert 0.0 <= r["p_malignant"] <= 1.0 and r["threshold"] == 0.5
-        assert (r["p_malignant"] >= 0.5) == (r["label"] == "malignant")
+        assert (r["p_malignant"] >= 0.5) == (r["label"] == "malignant") == r["suspected_blast"]
+        assert r["p_blast"] == r["p_malignant"] and r["unclassified"] is False
+        assert r["probabilities"]["malignant"] == pytest.approx(r["p_blast"], abs=1e-6)
+        assert sum(r["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
 
 
 def test_bad_files_fail_alone_and_exit_1(model: str, bad: tuple[Path, dict[str, bool]]) -> None:
@@ -151,7 +158,7 @@ def test_csv_and_table_formats(model: str, cells: tuple[Path, dict[str, str]]) -
     folder, expected = cells
     result = CliRunner().invoke(classify_cmd, ["--model", model, "--format", "csv", str(folder)])
     rows = result.stdout.splitlines()
-    assert rows[0] == "path,ok,label,p_malignant,threshold,error"
+    assert rows[0] == "path,ok,label,suspected_blast,p_blast,p_malignant,threshold,error"
     assert len(rows) == 1 + len(expected)
     assert "research use only" not in result.output.lower()
     result = CliRunner().invoke(classify_cmd, ["--model", model, "--format", "table", str(folder)])

@@ -45,7 +45,7 @@ def v1_bundle(tmp_path: Path) -> Path:
 
 def test_shipped_manifest_holds_the_threshold_once() -> None:
     doc = json.loads(default_bundle_path().read_text())
-    assert doc["schema_version"] == MANIFEST_SCHEMA_VERSION == 2
+    assert doc["schema_version"] == MANIFEST_SCHEMA_VERSION == 3
     found = [(path, value) for path, value in _numbers(doc) if value in (RAW, SNAPPED)]
     assert found == [(".input_contract.threshold", RAW), (".input_contract.threshold_snapped", SNAPPED)]
     assert "threshold" not in doc["external_evaluation"]
@@ -117,7 +117,7 @@ def test_typed_manifest_round_trips(tmp_path: Path) -> None:
 def test_future_schema_version_is_refused_clearly() -> None:
     doc = {**json.loads(default_bundle_path().read_text()), "schema_version": MANIFEST_SCHEMA_VERSION + 1}
     with pytest.raises(
-        BundleError, match=r"schema version 3 is not supported .*reads versions 1 to 2.*upgrade"
+        BundleError, match=r"schema version 4 is not supported .*reads versions 1 to 3.*upgrade"
     ):
         manifest_from_dict(doc, "future.json")
 

@@ -67,7 +67,7 @@ class FrameProcessor:
         ]
         if due:
             main, crops = self.analyzer.crop(frame.crop_source, [d for _, d in due], frame.main_ratio)
-            probs = self.classifier.predict_proba(crops)
+            probs = self.classifier.predict_probabilities(crops)
             for (track, _), det, p, crop in zip(due, main, probs, crops, strict=True):
                 self.tracker.record(track, frame.index, float(p), det.bbox, crop)
         self._emit(self.tracker.collect())
@@ -79,35 +79,31 @@ class FrameProcessor:
         self._emit(self.tracker.flush())
 
     def _emit(self, tracks: list[Track]) -> None:
-        contract = self.bundle.contract
         for t in tracks:
-            p = t.probability(self.aggregate)
-            label = contract.label_for(p, self.classifier.threshold)
+            (result,) = self.classifier.decide(t.probability(self.aggregate))
             x0, y0, x1, y1 = t.bbox_main or t.detection.bbox
             cell = CountedCell(
                 track_id=t.id,
                 first_seen_ts=t.first_ts,
                 last_seen_ts=t.last_ts,
                 bbox=(int(x0), int(y0), int(x1), int(y1)),
-                p_malignant=p,
-                label=label,
+                p_malignant=result.p_blast,
+                label=result.label,
                 n_classifications=len(t.probs),
                 model_sha256=self.bundle.sha256,
-                suspected_blast=label == contract.positive_class,
+                suspected_blast=result.suspected_blast,
             )
             self.on_counted(cell, t.crop)
 
     def marks(self, assigned: list[tuple[Track, Detection]]) -> list[Mark]:
         """The live picture's boxes: amber while a cell is being classified, then by the contract."""
-        contract, threshold = self.bundle.contract, self.classifier.threshold
         out = []
         for track, det in assigned:
             if not track.probs:
                 out.append(Mark(det.bbox, PENDING_COLOUR, str(track.id)))
                 continue
-            p = track.probability(self.aggregate)
-            label = contract.label_for(p, threshold)
-            out.append(classified_mark(det.bbox, label, p, label == contract.positive_class, f"{track.id} "))
+            (r,) = self.classifier.decide(track.probability(self.aggregate))
+            out.append(classified_mark(det.bbox, r.label, r.p_blast, r.suspected_blast, f"{track.id} "))
         return out
 
     def annotate_jpeg(

@@ -33,7 +33,6 @@ long enough is never counted.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -69,7 +68,8 @@ class Track:
     detection: Detection
     whole_frames: int = 0
     missed: int = 0
-    probs: list[float] = field(default_factory=list)
+    #: Class probability vectors of each classification, in the contract's class order.
+    probs: list[np.ndarray] = field(default_factory=list)
     last_classified: int = -(10**9)
     #: Full-resolution bbox and model-input crop of the latest classification.
     bbox_main: tuple[int, int, int, int] | None = None
@@ -87,15 +87,16 @@ class Track:
             and frame_index - self.last_classified >= config.classify_every
         )
 
-    def probability(self, how: str = "mean_logit") -> float:
-        """The aggregated p(malignant): the mean of logits (default) or of probabilities."""
+    def probability(self, how: str = "mean_logit") -> np.ndarray:
+        """The aggregated class probabilities: the normalised geometric mean (default; for a binary
+        model this is the mean of logits) or the mean of the probabilities (``mean_p``)."""
         if not self.probs:
-            return float("nan")
+            return np.full(0, np.nan)
         p = np.clip(np.asarray(self.probs, dtype=np.float64), _P_EPS, 1 - _P_EPS)
         if how == "mean_p":
-            return float(p.mean())
-        logit = float(np.mean(np.log(p / (1 - p))))
-        return 1.0 / (1.0 + math.exp(-logit))
+            return p.mean(axis=0)
+        g = np.exp(np.log(p).mean(axis=0))
+        return g / g.sum()
 
 
 class Tracker:
@@ -282,10 +283,10 @@ class Tracker:
 
     # -- classification and counting ------------------------------------------------------------
     def record(
-        self, track: Track, frame_index: int, p: float, bbox_main: Sequence[int], crop: np.ndarray
+        self, track: Track, frame_index: int, p: np.ndarray, bbox_main: Sequence[int], crop: np.ndarray
     ) -> None:
-        """Store one classification of a whole (not edge-cut) detection of the track."""
-        track.probs.append(float(p))
+        """Store one classification (class probabilities) of a whole detection of the track."""
+        track.probs.append(np.asarray(p, dtype=np.float64).reshape(-1))
         track.last_classified = frame_index
         x0, y0, x1, y1 = (int(v) for v in bbox_main)
         track.bbox_main = (x0, y0, x1, y1)
