@@ -50,6 +50,8 @@ DIFFERENTIAL_CLASSES: tuple[str, ...] = (
 )
 #: The differential classes whose probabilities add up to p_blast (a "suspected blast").
 DIFFERENTIAL_BLAST_CLASSES: tuple[str, ...] = ("blast",)
+#: The label of a cell the model abstains on (see ``InputContract.min_confidence``).
+UNCLASSIFIED = "unclassified"
 
 #: Version of the bundle manifest schema. The edge reads this one and converts older ones; it refuses
 #: newer ones, whose meaning it cannot know.
@@ -113,6 +115,9 @@ class InputContract:
     output: str = OUTPUT_SIGMOID
     #: Classes summed into p_blast; empty means ``(positive_class,)`` (the binary model's).
     blast_classes: tuple[str, ...] = ()
+    #: Abstention: a differential call whose top class probability is below this is "unclassified"
+    #: (counted and shown, never called blast or normal); chosen on validation. None: never.
+    min_confidence: float | None = None
 
     @property
     def differential(self) -> bool:
@@ -180,13 +185,23 @@ class InputContract:
             return self.label_for(float(self.p_blast(probs)), threshold)
         return self.class_names[int(np.argmax(probs))]
 
+    def abstains(self, probabilities: Any, p_blast: float, threshold: float) -> bool:
+        """True for a cell the model is not competent to call: not a suspected blast, and its top
+        type below ``min_confidence``. A suspected blast is always reported as one."""
+        import numpy as np
+
+        if self.min_confidence is None or p_blast >= threshold:
+            return False
+        return float(np.max(probabilities)) < self.min_confidence
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["class_names"] = list(self.class_names)
         d["crop"] = self.crop.to_dict()
         d["blast_classes"] = list(self.suspect_classes)
-        if self.threshold_snapped is None:
-            del d["threshold_snapped"]
+        for optional in ("threshold_snapped", "min_confidence"):
+            if d[optional] is None:
+                del d[optional]
         return d
 
     @classmethod
@@ -197,6 +212,9 @@ class InputContract:
         blast = tuple(str(n) for n in data.get("blast_classes", ()))
         positive = data.get("positive_class", blast[0] if blast else POSITIVE_CLASS)
         snapped = data.get("threshold_snapped")
+        confidence = data.get("min_confidence")
+        if confidence is not None and not 0.0 <= float(confidence) <= 1.0:
+            raise ValueError(f"min_confidence {confidence} is not in [0, 1]")
         if output not in OUTPUTS:
             raise ValueError(f"output {output!r} is not one of {', '.join(OUTPUTS)}")
         if len(set(names)) != len(names):
@@ -224,4 +242,5 @@ class InputContract:
             threshold_snapped=None if snapped is None else float(snapped),
             output=output,
             blast_classes=blast if output == OUTPUT_SOFTMAX else (),
+            min_confidence=None if confidence is None else float(confidence),
         )

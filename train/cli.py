@@ -22,7 +22,9 @@ from leukoedge.train.splits import DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION
 _MAPPING_HELP = (
     "How source class names map to malignant / non_malignant, e.g. 'MYO,MOB' (these TCIA codes malignant, "
     "the rest not), 'malignant=blast;non_malignant=normal;ignore=KSC'. Default: TCIA codes with "
-    "MYO and MOB malignant, and known folder names (blast, normal, lymphocyte, ...)."
+    "MYO and MOB malignant, and known folder names (blast, normal, lymphocyte, ...). With --task "
+    "differential: overrides of the default TCIA code -> cell type mapping, e.g. "
+    "'blast=MYO,MOB,PMO;ignore=KSC', or a .toml/.json file of cell type = [names]."
 )
 
 
@@ -34,6 +36,13 @@ def _progressbar(length: int, label: str) -> Iterator[Any]:
 
 def _echo(line: str) -> None:
     click.echo(line, err=True)
+
+
+def _augment(enabled: bool, preset: str, task: str) -> AugmentConfig:
+    if not enabled:
+        return AugmentConfig(enabled=False)
+    robust = preset == "robust" or (preset == "auto" and task == "differential")
+    return AugmentConfig.robust() if robust else AugmentConfig()
 
 
 @click.command("train")
@@ -94,6 +103,14 @@ def _echo(line: str) -> None:
     default=True,
     show_default=True,
     help="Flips, 90-degree rotations and stain-colour jitter on training images.",
+)
+@click.option(
+    "--augment-preset",
+    type=click.Choice(["auto", "basic", "robust"]),
+    default="auto",
+    show_default=True,
+    help="'basic': flips, rotations, colour jitter; 'robust': also stain strength in optical density, "
+    "blur, noise, JPEG and scale (for microscopes never seen); 'auto': robust for the differential task.",
 )
 @click.option(
     "--architecture",
@@ -192,7 +209,7 @@ def train_cmd(**kw: Any) -> None:
         seed=kw["seed"],
         architecture=kw["architecture"],
         patience=kw["patience"],
-        augment=AugmentConfig(enabled=kw["augment"]),
+        augment=_augment(kw["augment"], kw["augment_preset"], kw["task"]),
         dropout=kw["dropout"],
         l2=kw["weight_decay"],
         label_smoothing=kw["label_smoothing"],

@@ -116,6 +116,24 @@ def confusion_rows(m: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     ]
 
 
+#: Share of validation cells whose top type probability falls below the abstention cut.
+ABSTAIN_QUANTILE = 0.05
+
+
+def unclassified_shares(
+    y: np.ndarray, probs: np.ndarray, blast_indices: Sequence[int], threshold: float, min_confidence: float
+) -> dict[str, Any]:
+    """Per true type, the share the abstention rule leaves unclassified (Wilson intervals)."""
+    y = np.asarray(y, dtype=np.int64)
+    p_blast = probs[:, list(blast_indices)].sum(axis=1)
+    unclassified = (p_blast < threshold) & (probs.max(axis=1) < min_confidence)
+    out = {"overall": _rate(int(unclassified.sum()), len(y))}
+    for k, name in enumerate(DIFFERENTIAL_CLASSES):
+        if (y == k).any():
+            out[name] = _rate(int(unclassified[y == k].sum()), int((y == k).sum()))
+    return out
+
+
 def score_differential(
     predict: Callable[[np.ndarray], np.ndarray],
     parts: dict[str, tuple[np.ndarray, np.ndarray, list]],
@@ -135,11 +153,18 @@ def score_differential(
     p_blast_val = probs["val"][:, blast].sum(axis=1)
     thresholds = choose_thresholds(blast_targets(y_val, blast), p_blast_val, target_sensitivity)
     op = thresholds[operating]["value"]
+    top_val = probs["val"].max(axis=1)
+    min_confidence = float(np.quantile(top_val, ABSTAIN_QUANTILE))
     metrics: dict[str, Any] = {
         "task": "differential",
         "positive_class": "blast",
         "operating_threshold": {"rule": operating, "value": op},
         "thresholds": thresholds,
+        "abstention": {
+            "min_confidence": min_confidence,
+            "rule": f"{ABSTAIN_QUANTILE:.0%} quantile of the top type probability on the validation split: "
+            "a cell below it that is not a suspected blast is 'unclassified'",
+        },
     }
     scores: dict[str, Any] = {"val": None, "test": None}
     for name, (_, y, recs) in parts.items():
@@ -147,6 +172,9 @@ def score_differential(
             continue
         sources = [r.source_class for r in recs]
         metrics[name] = differential_metrics(y, probs[name], DIFFERENTIAL_CLASSES, blast, op, seed, sources)
+        metrics[name]["differential"]["unclassified"] = unclassified_shares(
+            y, probs[name], blast, op, min_confidence
+        )
         scores[name] = (blast_targets(y, blast), probs[name][:, blast].sum(axis=1))
     if metrics.get("test"):
         y_t, p_t = scores["test"]

@@ -283,10 +283,12 @@ def _fit_config(options: TrainOptions) -> FitConfig:
     return options.fit
 
 
-def _contract(options: TrainOptions, threshold: float, geometry: CropGeometry) -> InputContract:
+def _contract(options: TrainOptions, metrics: dict[str, Any], geometry: CropGeometry) -> InputContract:
+    threshold = metrics["operating_threshold"]["value"]
     if not options.differential:
         return InputContract(threshold=threshold, crop=geometry)
     return InputContract(
+        min_confidence=metrics["abstention"]["min_confidence"],
         class_names=DIFFERENTIAL_CLASSES,
         positive_class=DIFFERENTIAL_BLAST_CLASSES[0],
         threshold=threshold,
@@ -335,7 +337,7 @@ def _run_document(
         "durations_s": {k: round(v, 2) for k, v in durations.items()},
     }
     return RunDocument(
-        contract=_contract(options, op["value"], geometry[0]),
+        contract=_contract(options, metrics, geometry[0]),
         operating=OperatingThreshold(op["rule"], op["value"]),
         command=options.command or " ".join(sys.argv),
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from leukoedge.contract import InputContract
+from leukoedge.contract import UNCLASSIFIED, InputContract
 from leukoedge.errors import ModelError
 from leukoedge.inference.bundle import ModelBundle
 from leukoedge.inference.runtime import Runtime, get_runtime
@@ -39,7 +39,9 @@ class CellResult:
 
     ``label`` is the most probable cell type of a differential model, or the binary model's
     label; ``suspected_blast`` is ``p_blast >= threshold``, decided here from the bundle's
-    contract. ``p_malignant`` is an alias of ``p_blast`` kept for older readers.
+    contract. ``unclassified`` (label "unclassified") marks a cell that is not a suspected blast and
+    whose top type is below the bundle's ``min_confidence``: it is neither called blast nor normal.
+    ``p_malignant`` is an alias of ``p_blast`` kept for older readers.
     """
 
     label: str
@@ -69,12 +71,14 @@ def decide(contract: InputContract, probabilities: np.ndarray, threshold: float)
     """A :class:`CellResult` from one cell's class probabilities (the one place a cell is decided)."""
     probs = np.asarray(probabilities, dtype=np.float64).reshape(-1)
     p_blast = float(contract.p_blast(probs))
+    unclassified = contract.abstains(probs, p_blast, threshold)
     return CellResult(
-        label=contract.cell_type(probs, threshold),
+        label=UNCLASSIFIED if unclassified else contract.cell_type(probs, threshold),
         p_blast=p_blast,
         threshold=threshold,
         suspected_blast=p_blast >= threshold,
         probabilities={name: float(v) for name, v in zip(contract.class_names, probs, strict=True)},
+        unclassified=unclassified,
     )
 
 
