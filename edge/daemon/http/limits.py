@@ -17,6 +17,7 @@ A client that goes away mid-request is one debug line, never a traceback.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import socket
@@ -24,8 +25,8 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler
-from typing import Any, BinaryIO
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from leukoedge.daemon.config import HttpConfig
 from leukoedge.errors import HttpError
@@ -97,13 +98,13 @@ class Deadline:
             raise TimeoutError(f"request not complete within {self.seconds:g} s")
         self.sock.settimeout(left)
 
-    def read_exact(self, rfile: BinaryIO, n: int) -> bytes:
+    def read_exact(self, rfile: io.BufferedIOBase, n: int) -> bytes:
         """Up to ``n`` bytes, fewer only if the client closes or the deadline passes first."""
         chunks, got = [], 0
         try:
             while got < n:
                 self.arm()
-                chunk = rfile.read1(n - got)  # type: ignore[attr-defined]  # at most one recv
+                chunk = rfile.read1(n - got)  # at most one recv
                 if not chunk:
                     break
                 chunks.append(chunk)
@@ -120,7 +121,7 @@ class HeadReader:
     bounded by the :class:`Deadline`, and counts every byte against ``max_bytes``.
     """
 
-    def __init__(self, rfile: BinaryIO, deadline: Deadline, max_bytes: int) -> None:
+    def __init__(self, rfile: io.BufferedIOBase, deadline: Deadline, max_bytes: int) -> None:
         self.rfile, self.deadline, self.left = rfile, deadline, max_bytes
         self.max_bytes = max_bytes
 
@@ -144,29 +145,30 @@ class HeadReader:
         return bytes(line)
 
 
-class ConnectionCap:
-    """Mixed into the server: at most ``max_connections`` handled at once; the rest get a quick 503."""
+class CappedHTTPServer(ThreadingHTTPServer):
+    """A thread per connection, at most ``limits.max_connections`` at once; the rest get a quick 503."""
 
-    limits: HttpLimits
-    _slots: threading.BoundedSemaphore
+    daemon_threads = True
     _last_refusal_log = 0.0
 
-    def init_cap(self) -> None:
-        self._slots = threading.BoundedSemaphore(self.limits.max_connections)
+    def __init__(self, address: tuple[str, int], handler: Any, limits: HttpLimits) -> None:
+        self.limits = limits
+        self._slots = threading.BoundedSemaphore(limits.max_connections)
+        super().__init__(address, handler)
 
-    def process_request(self, request: socket.socket, client_address: Any) -> None:
+    def process_request(self, request: Any, client_address: Any) -> None:
         if not self._slots.acquire(blocking=False):
             self._refuse(request, client_address)
             return
         try:
-            super().process_request(request, client_address)  # type: ignore[misc]  # starts a thread
+            super().process_request(request, client_address)  # starts the connection's thread
         except BaseException:
             self._slots.release()
             raise
 
-    def process_request_thread(self, request: socket.socket, client_address: Any) -> None:
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
-            super().process_request_thread(request, client_address)  # type: ignore[misc]
+            super().process_request_thread(request, client_address)
         finally:
             self._slots.release()
 
@@ -181,7 +183,7 @@ class ConnectionCap:
             request.send(head.encode("ascii") + body)
         except OSError:
             pass
-        self.shutdown_request(request)  # type: ignore[attr-defined]
+        self.shutdown_request(request)
         now = time.monotonic()
         if now - self._last_refusal_log >= 60:
             self._last_refusal_log = now

@@ -21,7 +21,6 @@ import socket
 import threading
 import time
 from http import HTTPStatus
-from http.server import ThreadingHTTPServer
 from importlib import resources
 from typing import Any
 from urllib.parse import urlsplit
@@ -31,7 +30,7 @@ from leukoedge.daemon.http import prometheus
 from leukoedge.daemon.http.limits import (
     STREAM_SNDBUF,
     BoundedRequestHandler,
-    ConnectionCap,
+    CappedHTTPServer,
     HttpLimits,
     host_allowed,
     parse_json_object,
@@ -88,16 +87,15 @@ def _load_static() -> dict[str, tuple[bytes, str]]:
     return {route: ((folder / name).read_bytes(), ctype) for route, (name, ctype) in STATIC.items()}
 
 
-class _Server(ConnectionCap, ThreadingHTTPServer):
+class _Server(CappedHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
     def __init__(self, address: tuple[str, int], owner: StatusServer) -> None:
-        self.owner, self.limits = owner, owner.limits
-        self.init_cap()
+        self.owner = owner
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
-        super().__init__(address, _Handler)
+        super().__init__(address, _Handler, owner.limits)
 
 
 class StatusServer:
