@@ -131,6 +131,30 @@ class HttpConfig:
     host: str = _key("127.0.0.1", "address to listen on (0.0.0.0 for every interface)")
     port: int = _key(8080, "TCP port; 0 = any free port", lo=0, hi=65535)
     token_file: str = _key("", "file holding a bearer token required by the API; empty = no token")
+    max_connections: int = _key(
+        32, "connections served at once; more are answered 503 and closed", lo=2, hi=1024
+    )
+    max_header_bytes: int = _key(
+        16384, "largest request line plus headers, in bytes; larger requests get 431", lo=1024, hi=65536
+    )
+    request_timeout_s: float = _key(
+        10.0,
+        "time a client has to send a whole request (line, headers, body); slower ones are cut off",
+        lo=0.1,
+        hi=300,
+    )
+    max_streams: int = _key(4, "live-view (MJPEG) streams at once; more get 503", lo=1, hi=64)
+    stream_write_timeout_s: float = _key(
+        5.0,
+        "a live-view reader that takes no data for this long is dropped, freeing its stream",
+        lo=0.1,
+        hi=300,
+    )
+    host_names: str = _key(
+        "",
+        "bound to loopback, the Host names answered besides localhost, 127.0.0.1 and [::1], comma "
+        "separated (e.g. a reverse proxy's); other Host headers get 421 (DNS rebinding)",
+    )
 
 
 @dataclass(frozen=True)
@@ -227,6 +251,9 @@ def _cross_checks(sections: dict[str, Any]) -> list[tuple[str, str]]:
         errors.append(("source.main_width", "set main_width and main_height together, or neither"))
     if src and src.backoff_max_s < src.backoff_s:
         errors.append(("source.backoff_max_s", f"must be >= source.backoff_s ({src.backoff_s})"))
+    web = sections.get("http")
+    if web and web.max_streams >= web.max_connections:
+        errors.append(("http.max_streams", f"must be < http.max_connections ({web.max_connections})"))
     return errors
 
 

@@ -136,6 +136,7 @@ class Daemon:
         c = self.config.http
         if not c.enabled:
             return
+        from leukoedge.daemon.http.limits import HttpLimits
         from leukoedge.daemon.http.server import StatusServer
 
         token = None
@@ -144,7 +145,7 @@ class Daemon:
                 token = Path(c.token_file).read_text(encoding="utf-8").strip() or None
             except OSError as e:
                 raise ConfigError(f"http.token_file: cannot read {c.token_file}: {e}") from e
-        self.http = StatusServer(c.host, c.port, self.stats, token).start()
+        self.http = StatusServer(c.host, c.port, self.stats, token, limits=HttpLimits.from_config(c)).start()
         logger.info("status page at %s", self.http.url)
         if self.on_http_started is not None:
             self.on_http_started(self.http.url)

@@ -174,13 +174,15 @@ def test_watchdog_is_fed_only_while_frames_are_processed(tmp_path, model, field_
     assert np.sum(gaps < 0.5) >= len(gaps) - 2
 
 
-def _http(url: str, body: dict | None = None, token: str = "") -> tuple[int, bytes]:
+def _http(url: str, body: dict | None = None, token: str = "", host: str = "") -> tuple[int, bytes]:
     import json
     import urllib.error
     import urllib.request
 
     data = None if body is None else json.dumps(body).encode()
     headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+    if host:
+        headers["Host"] = host
     request = urllib.request.Request(url, data=data, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=10) as r:
@@ -198,8 +200,9 @@ def test_sessions_metrics_and_frames_over_http(tmp_path, model, field_frame):
     token = tmp_path / "token"
     token.write_text("s3cret\n")
     config = daemon_config(
-        tmp_path, model, session__sample_id="", http__enabled=True, http__port=0, http__token_file=str(token)
-    )
+        tmp_path, model, session__sample_id="", http__enabled=True, http__port=0, http__token_file=str(token),
+        http__host_names="microscope.lan",
+    )  # fmt: skip
     daemon = Daemon(config, source_factory=lambda c: ScriptedSource(c, script))
     urls: list[str] = []
     daemon.on_http_started = urls.append
@@ -211,6 +214,8 @@ def test_sessions_metrics_and_frames_over_http(tmp_path, model, field_frame):
             time.sleep(0.05)
         url = urls[0]
         assert _http(url + "/healthz")[0] == 200
+        assert _http(url + "/healthz", host="microscope.lan")[0] == 200  # [http] reaches the server
+        assert _http(url + "/healthz", host="rebound.example")[0] == 421
         assert daemon.stats.status()["session"] is None
         code, body = _http(url + "/api/sessions/start", {"sample_id": "API-7", "note": "smear 2"}, "s3cret")
         assert code == 201 and json.loads(body)["sample_id"] == "API-7"

@@ -14,6 +14,8 @@ import pytest
 from PIL import Image
 from support.provider import FakeProvider, make_cell
 
+from leukoedge.daemon.config import HttpConfig
+from leukoedge.daemon.http.limits import HttpLimits
 from leukoedge.daemon.http.server import StatusServer, is_loopback
 from leukoedge.daemon.store.database import Store
 from leukoedge.errors import ConfigError
@@ -37,6 +39,10 @@ def server(provider: FakeProvider):
     srv = StatusServer("127.0.0.1", 0, provider, token=TOKEN, stream_fps=20).start()
     yield srv
     srv.stop()
+
+
+def limits(**keys: object) -> HttpLimits:
+    return HttpLimits.from_config(HttpConfig(**keys))
 
 
 def request(
@@ -140,7 +146,8 @@ def test_malformed_requests_get_4xx_and_the_server_survives(server: StatusServer
         assert status == expected, (method, path, status)
         assert "Access-Control-Allow-Origin" not in resp_headers
     huge = raw(
-        server, b"POST /api/sessions/start HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999999\r\n\r\n"
+        server,
+        b"POST /api/sessions/start HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 999999999999\r\n\r\n",
     )
     assert huge.startswith(b"HTTP/1.0 413")
     no_length = raw(
@@ -250,7 +257,7 @@ def test_mjpeg_stream_yields_jpegs_and_ends_when_the_server_stops(provider: Fake
 
 
 def test_too_many_streams_get_503(provider: FakeProvider) -> None:
-    with StatusServer("127.0.0.1", 0, provider, stream_fps=20, max_streams=1) as srv:
+    with StatusServer("127.0.0.1", 0, provider, stream_fps=20, limits=limits(max_streams=1)) as srv:
         first = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
         first.request("GET", "/stream.mjpeg")
         read_parts(first.getresponse(), 1)

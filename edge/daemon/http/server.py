@@ -4,7 +4,8 @@ Standard library only (``ThreadingHTTPServer``): the daemon runs on a Raspberry 
 pull a web framework in. Reading is open to whoever can reach the port; starting and stopping a
 session needs ``Authorization: Bearer <token>``. Without a token the server only binds to loopback
 and session control over HTTP is off. Every malformed request gets a 4xx answer and the server goes
-on serving; a failing provider gets a 500 for that request only.
+on serving; a failing provider gets a 500 for that request only. What one client may cost (connections,
+header bytes, time, live-view slots) is bounded by :mod:`leukoedge.daemon.http.limits`.
 """
 
 from __future__ import annotations
@@ -20,13 +21,20 @@ import socket
 import threading
 import time
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import Any
 from urllib.parse import urlsplit
 
 from leukoedge import RESEARCH_USE_NOTICE
 from leukoedge.daemon.http import prometheus
+from leukoedge.daemon.http.limits import (
+    STREAM_SNDBUF,
+    BoundedRequestHandler,
+    CappedHTTPServer,
+    HttpLimits,
+    host_allowed,
+    parse_json_object,
+)
 from leukoedge.daemon.types import StatusProvider
 from leukoedge.errors import ConfigError, HttpError, LeukoEdgeError
 
@@ -79,7 +87,7 @@ def _load_static() -> dict[str, tuple[bytes, str]]:
     return {route: ((folder / name).read_bytes(), ctype) for route, (name, ctype) in STATIC.items()}
 
 
-class _Server(ThreadingHTTPServer):
+class _Server(CappedHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
@@ -87,7 +95,7 @@ class _Server(ThreadingHTTPServer):
         self.owner = owner
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
-        super().__init__(address, _Handler)
+        super().__init__(address, _Handler, owner.limits)
 
 
 class StatusServer:
@@ -100,7 +108,7 @@ class StatusServer:
         provider: StatusProvider,
         token: str | None = None,
         stream_fps: float = 4.0,
-        max_streams: int = 4,
+        limits: HttpLimits | None = None,
     ) -> None:
         token = token or None
         if not is_loopback(host) and token is None:
@@ -111,8 +119,9 @@ class StatusServer:
         if not 0 <= int(port) <= 65535:
             raise ConfigError(f"HTTP port {port} is not in 0-65535", [("http.port", "not in 0-65535")])
         self.host, self.provider, self.token = host, provider, token
+        self.limits = limits or HttpLimits.from_config()
         self.stream_interval = 1.0 / max(0.1, float(stream_fps))
-        self.streams = threading.BoundedSemaphore(max(1, int(max_streams)))
+        self.streams = threading.BoundedSemaphore(max(1, self.limits.max_streams))
         self.stopping = threading.Event()
         self.static = _load_static()
         self._requested_port = int(port)
@@ -176,6 +185,11 @@ class StatusServer:
             raise HttpError(400, f"bad session id {raw_id[:40]!r}: expected a positive integer")
         return self.provider.session_summary(int(raw_id))
 
+    def check_host(self, header: str | None) -> None:
+        """Bound to loopback, answer only requests for this machine's names (DNS rebinding)."""
+        if is_loopback(self.host) and not host_allowed(header, self.host, self.limits.host_names):
+            raise HttpError(421, f"unknown Host {str(header)[:80]!r}: add it to http.host_names")
+
     def check_token(self, header: str | None) -> None:
         if self.token is None:
             raise HttpError(403, "session control over HTTP is disabled: no API token is configured")
@@ -186,7 +200,7 @@ class StatusServer:
             raise HttpError(403, "wrong token")
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(BoundedRequestHandler):
     server: _Server
     server_version = "leukoedge"
     sys_version = ""
@@ -242,9 +256,11 @@ class _Handler(BaseHTTPRequestHandler):
     def _dispatch(self, route: Any) -> None:
         path = urlsplit(self.path).path
         try:
+            self.app.check_host(self.headers.get("Host"))
             route(path)
-        except (BrokenPipeError, ConnectionResetError):
+        except ConnectionError as e:
             self.close_connection = True
+            logger.debug("HTTP client %s went away: %s", self.address_string(), e)
         except LeukoEdgeError as e:
             # every error says its own status (errors.py); a refused request also ends the connection
             if isinstance(e, HttpError):
@@ -287,7 +303,7 @@ class _Handler(BaseHTTPRequestHandler):
         # client would see a reset instead of our 401/403.
         raw = self._read_body()
         self.app.check_token(self.headers.get("Authorization"))
-        body = self._parse_json(raw)
+        body = parse_json_object(raw)
         if path == "/api/sessions/start":
             sample_id, note = body.get("sample_id"), body.get("note", "")
             if not isinstance(sample_id, str) or not isinstance(note, str):
@@ -307,17 +323,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise HttpError(400, "bad Content-Length")
         if length > MAX_BODY:
             raise HttpError(413, f"request body over {MAX_BODY} bytes")
-        return self.rfile.read(length) if length else b"{}"
-
-    @staticmethod
-    def _parse_json(raw: bytes) -> dict[str, Any]:
-        try:
-            body = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            raise HttpError(400, "the body is not valid JSON") from None
-        if not isinstance(body, dict):
-            raise HttpError(400, "the body must be a JSON object")
-        return body
+        return self.read_body(length) if length else b"{}"
 
     # -- responses -----------------------------------------------------------------------------
     def _send(self, status: int, body: bytes, ctype: str, headers: dict[str, str] | None = None) -> None:
@@ -340,6 +346,9 @@ class _Handler(BaseHTTPRequestHandler):
         if not app.streams.acquire(blocking=False):
             raise HttpError(503, "too many open streams", {"Retry-After": "5"})
         try:
+            # a reader that stops reading fills a small buffer and is dropped after the write timeout
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, STREAM_SNDBUF)
+            self.connection.settimeout(app.limits.stream_write_timeout_s)
             self.send_response(200)
             self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
             for key, value in SECURITY_HEADERS.items():
@@ -349,7 +358,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self._stream_frames()
         except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError):
-            logger.debug("stream client %s went away", self.address_string())
+            logger.debug("stream client %s went away or stopped reading", self.address_string())
         finally:
             app.streams.release()
 
