@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from leukoedge.errors import ConfigError
+from leukoedge.finite import NotFiniteError, finite_float
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -174,7 +175,10 @@ def _check_value(f: dataclasses.Field, value: Any) -> tuple[Any, str | None]:
     elif kind is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return value, f"must be a number, not {value!r}"
-        value = float(value)
+        try:
+            value = finite_float(value, f.name)
+        except NotFiniteError as e:
+            return value, e.problem
     elif kind is str and not isinstance(value, str):
         return value, f"must be a string, not {value!r}"
     meta = f.metadata

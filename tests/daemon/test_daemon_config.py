@@ -108,3 +108,34 @@ def test_config_check_command(tmp_path, capsys):
         main(["config", "check", str(broken)])
     assert failed.value.code == 1
     assert "not valid TOML" in capsys.readouterr().err
+
+
+# -- finite numbers ----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("section", "key"),
+    [
+        ("model", "threshold"),
+        ("store", "disk_budget_mb"),
+        ("store", "min_free_mb"),
+        ("source", "stall_timeout_s"),
+        ("source", "fps"),
+        ("tracker", "gate"),
+        ("pipeline", "duration_s"),
+    ],
+)
+@pytest.mark.parametrize("bad", ["nan", "inf", "-inf", "+nan"])
+def test_non_finite_numbers_are_config_errors(tmp_path, capsys, section, key, bad):
+    path = tmp_path / "bad.toml"
+    path.write_text(f"[{section}]\n{key} = {bad}\n")
+    with pytest.raises(SystemExit) as failed:
+        main(["config", "check", str(path)])
+    assert failed.value.code == 1
+    assert f"{section}.{key}: must be a finite number" in capsys.readouterr().err
+
+
+def test_non_finite_numbers_from_uri_and_command_line_are_refused():
+    with pytest.raises(ConfigError, match="source.fps: must be a finite number"):
+        parse_source_uri("synthetic://?fps=nan")
+    with pytest.raises(ConfigError) as info:
+        apply_overrides(DaemonConfig(), {"pipeline.duration_s": float("inf")})
+    assert info.value.errors == [("pipeline.duration_s", "must be a finite number, not inf")]
