@@ -109,9 +109,15 @@ def config_group() -> None:
 @config_group.command("check")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 def config_check(file: Path) -> None:
-    """Validate FILE: print each problem with its key path; exit 1 if there is any."""
+    """Validate FILE as the daemon does at start: print each problem with its key path; exit 1 if any.
+
+    Besides each key, this checks the source URI and its parameters, the API token file (readable,
+    at least 16 characters), that a host beyond loopback has a token, and the startup sample id.
+    """
+    from leukoedge.daemon.startup import check_startup
+
     try:
-        load_config(file)
+        check_startup(load_config(file), origin=str(file))
     except ConfigError as e:
         problems = e.errors or [("", str(e))]
         for path, message in problems:

@@ -131,7 +131,9 @@ class HttpConfig:
     enabled: bool = _key(True, "serve /healthz, /metrics, /api and the live page")
     host: str = _key("127.0.0.1", "address to listen on (0.0.0.0 for every interface)")
     port: int = _key(8080, "TCP port; 0 = any free port", lo=0, hi=65535)
-    token_file: str = _key("", "file holding a bearer token required by the API; empty = no token")
+    token_file: str = _key(
+        "", "file holding a bearer token (16 characters or more) required by the API; empty = no token"
+    )
 
 
 @dataclass(frozen=True)
@@ -248,6 +250,9 @@ def load_config(path: str | os.PathLike | None) -> DaemonConfig:
         raise ConfigError(f"{p}: cannot read: {e}", [("", str(e))]) from e
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{p}: not valid TOML: {e}", [("", f"not valid TOML: {e}")]) from e
+    except UnicodeDecodeError as e:
+        msg = f"not UTF-8 text (TOML files are UTF-8): byte {e.start}: {e.reason}"
+        raise ConfigError(f"{p}: {msg}", [("", msg)]) from e
     return config_from_dict(data, origin=str(p))
 
 
