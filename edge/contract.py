@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from leukoedge.finite import finite_float
+
 #: Side of the square model input, in pixels.
 INPUT_SIZE = 64
 #: Colour channels of the model input.
@@ -90,6 +92,9 @@ class CropGeometry:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CropGeometry:
         known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        for k in ("cell_fraction", "cell_fraction_p10", "cell_fraction_p90", "rbc_fraction"):
+            if known.get(k) is not None:
+                known[k] = finite_float(known[k], f"input_contract.crop.{k}")
         geometry = cls(**known)
         if not 0.05 <= geometry.cell_fraction <= 1.0:
             raise ValueError(f"crop geometry cell_fraction {geometry.cell_fraction} is not in [0.05, 1]")
@@ -237,10 +242,14 @@ class InputContract:
             resize=str(data.get("resize", RESIZE_METHOD)),
             class_names=names,
             positive_class=positive,
-            threshold=float(data.get("threshold", DEFAULT_THRESHOLD)),
+            threshold=finite_float(data.get("threshold", DEFAULT_THRESHOLD), "input_contract.threshold"),
             crop=crop,
-            threshold_snapped=None if snapped is None else float(snapped),
+            threshold_snapped=None
+            if snapped is None
+            else finite_float(snapped, "input_contract.threshold_snapped"),
             output=output,
             blast_classes=blast if output == OUTPUT_SOFTMAX else (),
-            min_confidence=None if confidence is None else float(confidence),
+            min_confidence=None
+            if confidence is None
+            else finite_float(confidence, "input_contract.min_confidence"),
         )

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
 from leukoedge.bench.suite import format_table, run_bench
 from leukoedge.cli.options import model_option, runtime_option, threads_option
+from leukoedge.finite import dumps
 
 
 @click.command("bench")
@@ -32,4 +31,4 @@ def bench_cmd(model_path: str | None, quick: bool, as_json: bool, threads: int, 
         runtime=None if runtime == "auto" else runtime,
         progress=lambda msg: click.echo(f"bench: {msg}", err=True),
     )
-    click.echo(json.dumps(result, indent=2) if as_json else format_table(result))
+    click.echo(dumps(result, indent=2) if as_json else format_table(result))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import sys
 from collections import Counter
@@ -20,8 +19,9 @@ from typing import Any
 import click
 
 from leukoedge import RESEARCH_USE_NOTICE
-from leukoedge.cli.options import model_option, runtime_option, threads_option
+from leukoedge.cli.options import FiniteFloat, model_option, runtime_option, threads_option
 from leukoedge.errors import LeukoEdgeError
+from leukoedge.finite import dumps
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ class _Output:
         else:
             self.labels[record["label"]] += 1
         if self.fmt == "json":
-            click.echo(json.dumps(record))
+            click.echo(dumps(record))
         elif self.fmt == "csv":
             for row in _csv_rows(record, self.field):
                 click.echo(_csv_line(row))
@@ -144,7 +144,7 @@ def _print_model_info(model_path: str | None, runtime: str | None, as_json: bool
         info = describe_bundle(_load_bundle(model_path), runtime=runtime)
     except LeukoEdgeError as e:
         raise _fail(e) from e
-    click.echo(json.dumps(info, indent=2) if as_json else format_description(info))
+    click.echo(dumps(info, indent=2) if as_json else format_description(info))
 
 
 def _progress(total: int, fmt: str, quiet: bool) -> tuple[Callable[[], None], Callable[[], None]]:
@@ -164,7 +164,7 @@ def _progress(total: int, fmt: str, quiet: bool) -> tuple[Callable[[], None], Ca
 )
 @click.option(
     "--px-per-um",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloat(min=0, min_open=True),
     help="Image scale for --field (default: measured on the red cells of each field).",
 )
 @click.option(
@@ -176,7 +176,7 @@ def _progress(total: int, fmt: str, quiet: bool) -> tuple[Callable[[], None], Ca
 )
 @model_option
 @click.option(
-    "--threshold", type=click.FloatRange(0.0, 1.0), help="Threshold on p(malignant) (default: the bundle's)."
+    "--threshold", type=FiniteFloat(0.0, 1.0), help="Threshold on p(malignant) (default: the bundle's)."
 )
 @click.option(
     "--format",

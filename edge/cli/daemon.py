@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from leukoedge.cli.options import FiniteFloat
 from leukoedge.cli.session import session_group
 from leukoedge.daemon.config import DEFAULT_CONFIG_PATH, apply_overrides, load_config, render_example
 from leukoedge.errors import ConfigError
@@ -73,7 +74,7 @@ def _overrides(**options: Any) -> dict[str, Any]:
 @click.option("--sample-id", help="Start (or continue) a session for this sample at startup.")
 @click.option("--note", help="Operator note for that session.")
 @click.option("--max-frames", type=int, help="Stop after this many captured frames.")
-@click.option("--duration", type=float, help="Stop after this many seconds.")
+@click.option("--duration", type=FiniteFloat(), help="Stop after this many seconds.")
 @click.option("--crops", type=click.Choice(["all", "blasts", "none"]), help="Which cell crops to save.")
 @click.option("--lossless", is_flag=True, default=None, help="Replay/synthetic: never drop frames.")
 @click.option(
@@ -108,9 +109,15 @@ def config_group() -> None:
 @config_group.command("check")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 def config_check(file: Path) -> None:
-    """Validate FILE: print each problem with its key path; exit 1 if there is any."""
+    """Validate FILE as the daemon does at start: print each problem with its key path; exit 1 if any.
+
+    Besides each key, this checks the source URI and its parameters, the API token file (readable,
+    at least 16 characters), that a host beyond loopback has a token, and the startup sample id.
+    """
+    from leukoedge.daemon.startup import check_startup
+
     try:
-        load_config(file)
+        check_startup(load_config(file), origin=str(file))
     except ConfigError as e:
         problems = e.errors or [("", str(e))]
         for path, message in problems:
@@ -126,7 +133,7 @@ def config_example() -> None:
 
 
 @click.command("demo")
-@click.option("--duration", type=float, default=20.0, show_default=True, help="Seconds to run.")
+@click.option("--duration", type=FiniteFloat(), default=20.0, show_default=True, help="Seconds to run.")
 @click.option("--port", type=int, default=0, help="Port of the live page (default: any free port).")
 @click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), help="Keep the results here.")
 @click.option("--model", help="Model bundle; default: the bundled model.")

@@ -22,6 +22,7 @@ from leukoedge.daemon.store.database import DB_NAME, Store
 from leukoedge.daemon.store.export import export_session, utc
 from leukoedge.daemon.store.summary import describe
 from leukoedge.errors import NoSuchSession
+from leukoedge.finite import dumps
 
 DEFAULT_STATE_DIR = "/var/lib/leukoedge"
 HTTP_TIMEOUT_S = 10
@@ -69,7 +70,7 @@ def open_store(state_dir: Path, create: bool = False) -> Store:
 
 def http_call(url: str, path: str, token: str | None = None, body: dict | None = None) -> Any:
     """GET (or POST with a JSON body) ``url + path``; the daemon's error message on failure."""
-    data = None if body is None else json.dumps(body).encode("utf-8")
+    data = None if body is None else dumps(body).encode("utf-8")
     req = urllib.request.Request(url.rstrip("/") + path, data=data, method="GET" if body is None else "POST")
     req.add_header("Accept", "application/json")
     if data is not None:
@@ -103,7 +104,7 @@ def _pick_session(store: Store, session_id: int | None) -> int:
 
 
 def _emit(data: Any, as_json: bool, text: str) -> None:
-    click.echo(json.dumps(data, indent=2, default=str) if as_json else text)
+    click.echo(dumps(data, indent=2, default=str) if as_json else text)
 
 
 @click.group("session")

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 
 import click
 
+from leukoedge.cli.options import FiniteFloat
 from leukoedge.synth.cells import KINDS
 from leukoedge.synth.field import FIELD_PX_PER_UM
 from leukoedge.synth.stain import STYLES
@@ -58,7 +59,11 @@ def _frame_size(func: Callable) -> Callable:
         click.option("--width", default=640, show_default=True, help="Frame width, pixels."),
         click.option("--height", default=480, show_default=True, help="Frame height, pixels."),
         click.option(
-            "--px-per-um", type=float, default=FIELD_PX_PER_UM, show_default=True, help="Pixels per micron."
+            "--px-per-um",
+            type=FiniteFloat(),
+            default=FIELD_PX_PER_UM,
+            show_default=True,
+            help="Pixels per micron.",
         ),
     ]
     for option in reversed(options):
@@ -94,7 +99,9 @@ def synth_cmd() -> None:
 @_common
 @click.option("--count", default=100, show_default=True, help="Images per kind.")
 @click.option("--size", default=400, show_default=True, help="Side of each square image, in pixels.")
-@click.option("--px-per-um", type=float, default=None, help="Scale; default: that of the AML-LMU crops.")
+@click.option(
+    "--px-per-um", type=FiniteFloat(), default=None, help="Scale; default: that of the AML-LMU crops."
+)
 @click.option(
     "--layout",
     type=click.Choice(LAYOUTS),
@@ -185,7 +192,9 @@ def field_cmd(
 @_common
 @click.option("--count", default=300, show_default=True, help="Number of frames.")
 @_frame_size
-@click.option("--speed", type=float, default=8.0, show_default=True, help="Stage speed, pixels per frame.")
+@click.option(
+    "--speed", type=FiniteFloat(), default=8.0, show_default=True, help="Stage speed, pixels per frame."
+)
 @click.option(
     "--pause", type=(int, int), default=(15, 45), show_default=True, help="Pause length range, frames."
 )

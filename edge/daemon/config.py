@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from leukoedge.errors import ConfigError
+from leukoedge.finite import NotFiniteError, finite_float
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -130,7 +131,9 @@ class HttpConfig:
     enabled: bool = _key(True, "serve /healthz, /metrics, /api and the live page")
     host: str = _key("127.0.0.1", "address to listen on (0.0.0.0 for every interface)")
     port: int = _key(8080, "TCP port; 0 = any free port", lo=0, hi=65535)
-    token_file: str = _key("", "file holding a bearer token required by the API; empty = no token")
+    token_file: str = _key(
+        "", "file holding a bearer token (16 characters or more) required by the API; empty = no token"
+    )
     max_connections: int = _key(
         32, "connections served at once; more are answered 503 and closed", lo=2, hi=1024
     )
@@ -198,7 +201,10 @@ def _check_value(f: dataclasses.Field, value: Any) -> tuple[Any, str | None]:
     elif kind is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return value, f"must be a number, not {value!r}"
-        value = float(value)
+        try:
+            value = finite_float(value, f.name)
+        except NotFiniteError as e:
+            return value, e.problem
     elif kind is str and not isinstance(value, str):
         return value, f"must be a string, not {value!r}"
     meta = f.metadata
@@ -271,6 +277,9 @@ def load_config(path: str | os.PathLike | None) -> DaemonConfig:
         raise ConfigError(f"{p}: cannot read: {e}", [("", str(e))]) from e
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{p}: not valid TOML: {e}", [("", f"not valid TOML: {e}")]) from e
+    except UnicodeDecodeError as e:
+        msg = f"not UTF-8 text (TOML files are UTF-8): byte {e.start}: {e.reason}"
+        raise ConfigError(f"{p}: {msg}", [("", msg)]) from e
     return config_from_dict(data, origin=str(p))
 
 

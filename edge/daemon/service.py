@@ -1,7 +1,8 @@
 """The daemon's life: start, supervise, reload, stop; and what it tells systemd and the HTTP server.
 
-Start order: the model bundle loads and the store opens (errors here end the daemon with a clear
-message), the camera opens, then READY=1 goes to systemd. The supervising loop on the main thread
+Start order: the configuration passes :func:`~.startup.check_startup` (the checks ``leukoedge
+config check`` runs), the model bundle loads and the store opens (errors here end the daemon with
+a clear message), the camera opens, then READY=1 goes to systemd. The supervising loop on the main thread
 feeds systemd's watchdog only while frames are being processed, so a stalled camera lets systemd
 restart the service; it also closes a stalled camera so the capture thread reopens it, writes frame
 statistics, and updates STATUS=. SIGTERM (or SIGINT) ends the current frame, counts the tracks that
@@ -33,10 +34,11 @@ from leukoedge.daemon.pipeline.threads import (
 )
 from leukoedge.daemon.sessions import FrameStats, Sessions
 from leukoedge.daemon.sources import open_source
+from leukoedge.daemon.startup import check_startup
 from leukoedge.daemon.status import DaemonStatus
 from leukoedge.daemon.store.writer import StoreWriter
 from leukoedge.daemon.types import CountedCell
-from leukoedge.errors import CameraError, ConfigError, LeukoEdgeError
+from leukoedge.errors import CameraError, LeukoEdgeError
 from leukoedge.inference.bundle import ModelBundle, load_bundle
 
 if TYPE_CHECKING:
@@ -86,6 +88,8 @@ class Daemon:
         self.store: Store | None = None
         self.bundle: ModelBundle | None = None
         self.http: StatusServer | None = None
+        #: The API token, read from ``http.token_file`` when the daemon starts.
+        self.token: str | None = None
         #: Called with the status page's URL once it serves (the demo prints it).
         self.on_http_started: Callable[[str], None] | None = None
         #: Called after each processed frame, on the processing thread.
@@ -139,13 +143,9 @@ class Daemon:
         from leukoedge.daemon.http.limits import HttpLimits
         from leukoedge.daemon.http.server import StatusServer
 
-        token = None
-        if c.token_file:
-            try:
-                token = Path(c.token_file).read_text(encoding="utf-8").strip() or None
-            except OSError as e:
-                raise ConfigError(f"http.token_file: cannot read {c.token_file}: {e}") from e
-        self.http = StatusServer(c.host, c.port, self.stats, token, limits=HttpLimits.from_config(c)).start()
+        self.http = StatusServer(
+            c.host, c.port, self.stats, self.token, limits=HttpLimits.from_config(c)
+        ).start()
         logger.info("status page at %s", self.http.url)
         if self.on_http_started is not None:
             self.on_http_started(self.http.url)
@@ -155,6 +155,7 @@ class Daemon:
         """Run until stopped; return the process exit status."""
         if install_signals:
             self._install_signals()
+        self.token = check_startup(self.config)
         self.bundle = self._load_model(self.config)
         self._open_store()
         code = EXIT_OK

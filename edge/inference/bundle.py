@@ -1,8 +1,11 @@
 """The model bundle: ``NAME.tflite`` plus its ``NAME.json`` manifest.
 
 The manifest is the one place the edge learns the input contract (size, pixel format, class
-names, threshold, crop geometry) and the model's provenance. Loading verifies the schema version
-and the flatbuffer's sha256 and refuses anything that does not match.
+names, threshold, crop geometry) and the model's provenance. Loading verifies the schema version,
+the flatbuffer's sha256 and the manifest's own hash (``manifest_sha256``: sha256 of the manifest's
+canonical JSON without that key, so an edited threshold is refused like an edited model), and
+refuses anything that does not match. The flatbuffer's file name must be a plain name in the
+manifest's folder. Manifests written before the manifest hash existed still load, with a warning.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ logger = logging.getLogger(__name__)
 
 #: Name of the model bundled with the package (``leukoedge/models/NAME.{tflite,json}``).
 DEFAULT_BUNDLE_NAME = "leukonet_int8"
+#: Manifest key of the manifest's own hash (see :func:`manifest_sha256`).
+MANIFEST_HASH_KEY = "manifest_sha256"
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -40,6 +45,41 @@ def sha256_file(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def manifest_sha256(doc: Mapping[str, Any]) -> str:
+    """sha256 of a manifest document's canonical JSON (sorted keys, no spaces), its own hash left out."""
+    body = {k: v for k, v in doc.items() if k != MANIFEST_HASH_KEY}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def _check_manifest_hash(doc: Mapping[str, Any], manifest_path: Path) -> None:
+    recorded = doc.get(MANIFEST_HASH_KEY)
+    if recorded is None:
+        logger.warning(
+            "%s: the manifest has no %s (written by an older leukoedge), so edits to it cannot be "
+            "detected; rewrite the bundle with this version to protect it",
+            manifest_path,
+            MANIFEST_HASH_KEY,
+        )
+        return
+    actual = manifest_sha256(doc)
+    if recorded != actual:
+        raise BundleError(
+            f"{manifest_path}: manifest sha256 {actual[:16]}... does not match its recorded "
+            f"{MANIFEST_HASH_KEY} {str(recorded)[:16]}...: the manifest was changed or corrupted"
+        )
+
+
+def _plain_file_name(name: str, manifest_path: Path) -> str:
+    """``name`` when it names a file directly in the manifest's folder; BundleError otherwise."""
+    if not name or name in (".", "..") or any(c in name for c in "/\\\0") or Path(name).is_absolute():
+        raise BundleError(
+            f"{manifest_path}: tflite.file {name!r} is not a plain file name: "
+            "the flatbuffer must lie in the same folder as its manifest"
+        )
+    return name
 
 
 @dataclass(frozen=True)
@@ -122,7 +162,7 @@ def load_bundle(path: str | os.PathLike | None = None, verify_hash: bool = True)
     tflite = manifest.tflite
     if tflite is None:
         raise BundleError(f"{manifest_path}: manifest lacks tflite")
-    tflite_path = manifest_path.parent / tflite.file
+    tflite_path = manifest_path.parent / _plain_file_name(tflite.file, manifest_path)
     if not tflite_path.is_file():
         raise BundleError(f"{manifest_path}: its flatbuffer {tflite_path.name!r} is missing")
     if verify_hash:
@@ -132,6 +172,7 @@ def load_bundle(path: str | os.PathLike | None = None, verify_hash: bool = True)
                 f"{tflite_path}: sha256 {actual[:16]}... does not match the manifest's "
                 f"{tflite.sha256[:16]}...: the model file was changed or corrupted"
             )
+        _check_manifest_hash(doc, manifest_path)
     return ModelBundle(tflite_path, manifest_path, manifest)
 
 
@@ -158,8 +199,8 @@ def write_bundle(
 ) -> ModelBundle:
     """Write ``NAME.tflite`` and ``NAME.json`` atomically and return the loaded bundle.
 
-    ``manifest`` is typed, or a current-schema document body; the ``tflite`` record is filled in
-    here from the bytes written, so the hash always matches.
+    ``manifest`` is typed, or a current-schema document body; the ``tflite`` record and the
+    manifest's own hash are filled in here from what is written, so both always match.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -172,6 +213,7 @@ def write_bundle(
         )
     record = TFLiteRecord(f"{name}.tflite", len(tflite_bytes), hashlib.sha256(tflite_bytes).hexdigest())
     full = replace(manifest, tflite=record, schema_version=MANIFEST_SCHEMA_VERSION).to_dict()
+    full[MANIFEST_HASH_KEY] = manifest_sha256(full)
     write_atomic(out / f"{name}.tflite", tflite_bytes)
     write_atomic(out / f"{name}.json", (json.dumps(full, indent=2, sort_keys=True) + "\n").encode())
     return load_bundle(out / f"{name}.json")

@@ -17,6 +17,7 @@ from typing import Any
 
 from leukoedge.contract import MANIFEST_SCHEMA_VERSION, InputContract
 from leukoedge.errors import BundleError
+from leukoedge.finite import finite_float
 
 logger = logging.getLogger(__name__)
 
@@ -86,9 +87,11 @@ class ThresholdRecord:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ThresholdRecord:
+        where = "thresholds.alternatives"
         alternatives = {
             str(k): AlternativeThreshold(
-                float(a["value"]), None if a.get("snapped") is None else float(a["snapped"])
+                finite_float(a["value"], f"{where}.{k}.value"),
+                None if a.get("snapped") is None else finite_float(a["snapped"], f"{where}.{k}.snapped"),
             )
             for k, a in (data.get("alternatives") or {}).items()
         }

@@ -18,6 +18,8 @@ from leukoedge.inference.bundle import load_bundle
 from leukoedge.synth import StageSequence
 
 FRAMES = 1200
+#: An API token of the length the daemon accepts (at least 16 characters).
+API_TOKEN = "s3cret-api-token-0123"
 E2E_SEEDS = (5, 6, 7, 8)
 #: |counted - countable| / countable with the default (extent) whole-cell rule: 2.8 % measured on
 #: twelve held-out slides (seeds 41-52), 1.3 % on twelve others (21-26, 31-36); see tools/counting_eval.py
@@ -198,7 +200,7 @@ def test_sessions_metrics_and_frames_over_http(tmp_path, model, field_frame):
 
     script = Script(field_frame, fps=60)
     token = tmp_path / "token"
-    token.write_text("s3cret\n")
+    token.write_text(API_TOKEN + "\n")
     config = daemon_config(
         tmp_path, model, session__sample_id="", http__enabled=True, http__port=0, http__token_file=str(token),
         http__host_names="microscope.lan",
@@ -217,7 +219,7 @@ def test_sessions_metrics_and_frames_over_http(tmp_path, model, field_frame):
         assert _http(url + "/healthz", host="microscope.lan")[0] == 200  # [http] reaches the server
         assert _http(url + "/healthz", host="rebound.example")[0] == 421
         assert daemon.stats.status()["session"] is None
-        code, body = _http(url + "/api/sessions/start", {"sample_id": "API-7", "note": "smear 2"}, "s3cret")
+        code, body = _http(url + "/api/sessions/start", {"sample_id": "API-7", "note": "smear 2"}, API_TOKEN)
         assert code == 201 and json.loads(body)["sample_id"] == "API-7"
         assert daemon.stats.status()["session"]["sample_id"] == "API-7"
         while daemon.stats.status()["session"]["cells"] < 1 and time.monotonic() < deadline:
@@ -229,10 +231,10 @@ def test_sessions_metrics_and_frames_over_http(tmp_path, model, field_frame):
         jpeg = daemon.stats.latest_jpeg()
         assert jpeg[:2] == b"\xff\xd8"
         assert _http(url + "/api/sessions/stop", {}, "wrong")[0] == 403
-        code, body = _http(url + "/api/sessions/stop", {}, "s3cret")
+        code, body = _http(url + "/api/sessions/stop", {}, API_TOKEN)
         summary = json.loads(body)
         assert code == 200 and summary["cells"] >= 1
-        assert _http(url + "/api/sessions/stop", {}, "s3cret")[0] == 409
+        assert _http(url + "/api/sessions/stop", {}, API_TOKEN)[0] == 409
     finally:
         daemon.request_stop()
         runner.join(30)

@@ -107,6 +107,7 @@ def test_unit_settings_that_matter() -> None:
     assert s["User"] == ["leukoedge"] and s["SupplementaryGroups"] == ["video"]
     assert s["StateDirectory"] == ["leukoedge"] and s["ConfigurationDirectory"] == ["leukoedge"]
     assert s["Restart"] == ["on-failure"] and "WatchdogSec" in s
+    assert s["RestartPreventExitStatus"] == ["2"]  # a configuration error is not retried every 5 s
     assert s["DevicePolicy"] == ["closed"]
     assert s["DeviceAllow"] == ["char-video4linux rw", "char-media rw", "char-dma_heap rw"]
     for key in ("NoNewPrivileges", "ProtectHome", "PrivateTmp", "MemoryDenyWriteExecute", "LockPersonality"):

@@ -4,15 +4,31 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import re
 import shutil
+import subprocess
+import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from leukoedge.contract import MANIFEST_SCHEMA_VERSION, InputContract
 from leukoedge.errors import BundleError
-from leukoedge.inference.bundle import BUNDLE_KIND, load_bundle, sha256_file, write_bundle
+from leukoedge.finite import dumps
+from leukoedge.inference.bundle import (
+    BUNDLE_KIND,
+    MANIFEST_HASH_KEY,
+    default_bundle_path,
+    load_bundle,
+    load_default_bundle,
+    manifest_sha256,
+    sha256_file,
+    write_bundle,
+)
 
 FAKE_FLATBUFFER = b"TFL3" + bytes(range(256)) * 8
 
@@ -153,3 +169,125 @@ def test_real_bundle_round_trip_runs_in_the_edge_wrapper(tmp_path: Path) -> None
     p = CellClassifier(bundle).predict_proba(cells)
     assert p.shape == (3,) and np.all((p >= 0) & (p <= 1))
     assert np.allclose(p, p[0])
+
+
+# -- the manifest's own hash, plain file names, finite numbers -------------------------------------
+def _copy_default_bundle(folder: Path) -> Path:
+    """A copy of the bundled model, as an operator would make one."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for suffix in (".json", ".tflite"):
+        shutil.copy(default_bundle_path().with_suffix(suffix), folder / f"leukonet_int8{suffix}")
+    return folder / "leukonet_int8.json"
+
+
+def _leukoedge(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "leukoedge", *args], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_written_manifest_carries_its_own_hash(bundle_dir: Path) -> None:
+    doc = json.loads((bundle_dir / "m_int8.json").read_text())
+    assert doc[MANIFEST_HASH_KEY] == manifest_sha256(doc)
+    shipped = json.loads(default_bundle_path().read_text())
+    assert shipped[MANIFEST_HASH_KEY] == manifest_sha256(shipped)
+
+
+def test_edited_manifest_is_refused(bundle_dir: Path) -> None:
+    path = bundle_dir / "m_int8.json"
+    doc = json.loads(path.read_text())
+    doc["input_contract"]["threshold"] = 0.1
+    path.write_text(json.dumps(doc))
+    with pytest.raises(BundleError, match="manifest sha256 .* does not match .* changed or corrupted"):
+        load_bundle(path)
+
+
+def test_tampered_manifest_copy_exits_2_in_classify(tmp_path: Path) -> None:
+    manifest = _copy_default_bundle(tmp_path / "model")
+    cell = tmp_path / "cell.png"
+    Image.new("RGB", (64, 64), (150, 50, 220)).save(cell)
+    ok = _leukoedge("classify", "--model", str(manifest), "--format", "json", str(cell))
+    assert ok.returncode == 0, ok.stderr
+    doc = json.loads(manifest.read_text())
+    doc["input_contract"]["threshold"] = doc["input_contract"]["threshold_snapped"] = 0.001
+    manifest.write_text(json.dumps(doc, indent=2))
+    tampered = _leukoedge("classify", "--model", str(manifest), "--format", "json", str(cell))
+    assert tampered.returncode == 2 and tampered.stdout == ""
+    assert "the manifest was changed or corrupted" in tampered.stderr
+
+
+def test_manifest_without_its_hash_loads_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    manifest = _copy_default_bundle(tmp_path)
+    doc = json.loads(manifest.read_text())
+    del doc[MANIFEST_HASH_KEY]
+    manifest.write_text(json.dumps(doc))
+    with caplog.at_level(logging.WARNING, logger="leukoedge.inference.bundle"):
+        bundle = load_bundle(manifest)
+    assert bundle.contract == load_default_bundle().contract
+    assert f"has no {MANIFEST_HASH_KEY}" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "name", ["../leukonet_int8.tflite", "/abs/m.tflite", "sub/m.tflite", "a\\b", "", ".."]
+)
+def test_flatbuffer_outside_the_bundle_folder_is_refused(tmp_path: Path, name: str) -> None:
+    manifest = _copy_default_bundle(tmp_path / "inner")
+    shutil.copy(manifest.with_suffix(".tflite"), tmp_path / "leukonet_int8.tflite")
+    doc = json.loads(manifest.read_text())
+    doc["tflite"]["file"] = name
+    doc[MANIFEST_HASH_KEY] = manifest_sha256(doc)  # even a consistently re-hashed manifest
+    manifest.write_text(json.dumps(doc))
+    with pytest.raises(BundleError, match="is not a plain file name"):
+        load_bundle(manifest)
+
+
+@pytest.mark.parametrize(
+    ("where", "key_path"),
+    [
+        (("input_contract", "threshold"), "input_contract.threshold"),
+        (("input_contract", "threshold_snapped"), "input_contract.threshold_snapped"),
+        (("input_contract", "crop", "cell_fraction"), "input_contract.crop.cell_fraction"),
+        (("thresholds", "alternatives", "youden", "value"), "thresholds.alternatives.youden.value"),
+    ],
+)
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_manifest_numbers_are_refused_with_their_key(
+    tmp_path: Path, where: tuple[str, ...], key_path: str, bad: float
+) -> None:
+    manifest = _copy_default_bundle(tmp_path)
+    doc = json.loads(manifest.read_text())
+    node = doc
+    for key in where[:-1]:
+        node = node.setdefault(key, {})
+    node[where[-1]] = bad
+    doc[MANIFEST_HASH_KEY] = manifest_sha256(doc)
+    manifest.write_text(json.dumps(doc))
+    with pytest.raises(BundleError, match=f"{re.escape(key_path)}: must be a finite number"):
+        load_bundle(manifest)
+
+
+def test_classify_refuses_a_non_finite_threshold(tmp_path: Path) -> None:
+    cell = tmp_path / "cell.png"
+    Image.new("RGB", (64, 64), (150, 50, 220)).save(cell)
+    for option, value in (("--threshold", "nan"), ("--px-per-um", "nan"), ("--px-per-um", "inf")):
+        run = _leukoedge("classify", "--field", option, value, "--format", "json", str(cell))
+        assert run.returncode == 2 and run.stdout == "", (option, value)
+        assert "must be a finite number" in run.stderr and option in run.stderr
+
+
+def test_json_output_is_strict_even_for_recorded_nan(tmp_path: Path) -> None:
+    """A NaN among a bundle's recorded figures is printed as null, never as a NaN token."""
+    source = load_default_bundle()
+    manifest = replace(source.manifest, metrics={"auc": float("nan"), "accuracy": 0.99})
+    write_bundle(tmp_path, "m_int8", source.tflite_path.read_bytes(), manifest)
+    run = _leukoedge("models", "--json", "--model", str(tmp_path / "m_int8.json"))
+    assert run.returncode == 0, run.stderr
+
+    def refuse(token: str) -> None:
+        raise AssertionError(f"non-standard JSON token {token}")
+
+    info = json.loads(run.stdout, parse_constant=refuse)
+    assert info["metrics"] == {"auc": None, "accuracy": 0.99}
+    assert dumps({"p": float("nan"), "q": [float("inf"), 1.5]}) == '{"p": null, "q": [null, 1.5]}'

@@ -25,7 +25,8 @@ from leukoedge.inference.bundle import write_bundle
 from leukoedge.synth.field import render_field
 
 CELL_KEYS = {
-    "path", "ok", "label", "suspected_blast", "p_blast", "p_malignant", "probabilities", "unclassified", "threshold"
+    "path", "ok", "label", "suspected_blast", "p_blast", "p_malignant", "probabilities", "unclassified",
+    "threshold",
 }  # fmt: skip
 FIELD_KEYS = {"path", "ok", "width", "height", "threshold", "cells"}
 FIELD_CELL_KEYS = {
@@ -241,8 +242,7 @@ def test_models_reports_recorded_metrics(model: str, tmp_path: Path) -> None:
     manifest = json.loads(Path(model).read_text())
     manifest["metrics"] = {"test": {"accuracy": 0.97, "sensitivity": 0.95}}
     manifest["external_evaluation"] = {"pbc": {"specificity": 0.812}}
-    shutil.copy(Path(model).with_suffix(".tflite"), tmp_path)
-    (tmp_path / Path(model).name).write_text(json.dumps(manifest))
+    write_bundle(tmp_path, Path(model).stem, Path(model).with_suffix(".tflite").read_bytes(), manifest)
     out = CliRunner().invoke(models_cmd, ["--model", str(tmp_path / Path(model).name)]).stdout
     assert "accuracy: 0.97" in out and "as measured: 0.812" in out
 

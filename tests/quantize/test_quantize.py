@@ -18,7 +18,7 @@ from support.quantize import make_cell_folder, make_run
 from leukoedge.cli import main
 from leukoedge.contract import CLASS_NAMES
 from leukoedge.errors import DataError, ModelError
-from leukoedge.inference.bundle import load_bundle
+from leukoedge.inference.bundle import MANIFEST_HASH_KEY, load_bundle, manifest_sha256
 from leukoedge.metrics import snap_threshold
 from leukoedge.vision.images import load_cell
 
@@ -344,6 +344,7 @@ def test_report_refuses_a_float_model_changed_since_quantization(
     path = copy / "leukonet_int8.json"
     manifest = json.loads(path.read_text())
     manifest["model"]["source"]["keras_sha256"] = "0" * 64  # as if the run folder had been retrained
+    manifest[MANIFEST_HASH_KEY] = manifest_sha256(manifest)  # a consistent manifest, not a tampered one
     path.write_text(json.dumps(manifest))
     code, text = run_cli(["report", str(copy)], capsys)
     assert code == 2 and "changed since leukonet_int8.json was made from it" in text

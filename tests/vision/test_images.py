@@ -219,3 +219,70 @@ def test_directory_missing_file_and_empty_bytes(tmp_path):
 
 def test_image_error_is_a_data_error():
     assert issubclass(ImageError, DataError)
+
+
+# -- memory: high-bit-depth images are converted a band of rows at a time ---------------------------
+@pytest.mark.parametrize(
+    ("mode", "values"),
+    [
+        ("I;16", np.random.default_rng(1).integers(0, 65536, (37, 23), dtype=np.uint16)),
+        ("I", np.random.default_rng(2).integers(0, 300_000, (37, 23)).astype(np.int32)),
+        ("F", np.random.default_rng(3).random((37, 23)).astype(np.float32) * 900.0),
+    ],
+)
+def test_banded_conversion_gives_the_whole_image_values(tmp_path, monkeypatch, mode, values):
+    from leukoedge.vision import images
+
+    img = Image.fromarray(values)
+    assert img.mode == mode
+    whole = images._to_rgb(img)
+    monkeypatch.setattr(images, "_BAND_PIXELS", 23 * 4)  # bands of 4 rows, the last one short
+    np.testing.assert_array_equal(images._to_rgb(img), whole)
+    arr = np.asarray(img, np.float64)
+    expected = np.clip(arr / images._full_scale(mode, float(arr.max())) * 255 + 0.5, 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(whole[:, :, 0], expected)
+    assert (whole == whole[:, :, :1]).all()
+
+
+#: A 16-bit PNG just under the 64-megapixel limit: 62.4 MP, about 120 KB on disk.
+BIG_SIDE = 7900
+_PEAK_RSS = """
+import resource, sys
+from leukoedge.cli import main
+from leukoedge.vision.images import decode_image
+try:
+    if sys.argv[1] == "decode":
+        decode_image(sys.argv[2])
+    else:
+        main(["classify", "--format", "json", "--workers", "1", sys.argv[2]])
+except SystemExit as e:
+    assert not e.code, e.code
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+"""
+
+
+@pytest.fixture(scope="module")
+def big_16bit_png(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("big") / "big16.png"
+    values = np.zeros((BIG_SIDE, BIG_SIDE), np.uint16)
+    values[::97, ::89] = 40000
+    Image.fromarray(values).save(path)
+    return path
+
+
+@pytest.mark.parametrize(("how", "bytes_per_pixel"), [("decode", 6), ("classify", 8)])
+def test_16bit_image_peak_memory_is_bounded(big_16bit_png, how, bytes_per_pixel):
+    """Peak RSS is the 8-bit RGB result plus a copy or two, not float64 images (1.6 GB before)."""
+    import subprocess
+    import sys
+
+    run = subprocess.run(
+        [sys.executable, "-c", _PEAK_RSS, how, str(big_16bit_png)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    peak = int(run.stdout.split()[-1])
+    assert peak < bytes_per_pixel * BIG_SIDE**2 + 128 * 2**20, f"peak RSS {peak / 2**20:.0f} MB"

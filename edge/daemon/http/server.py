@@ -15,7 +15,6 @@ import hmac
 import ipaddress
 import json
 import logging
-import math
 import re
 import socket
 import threading
@@ -37,6 +36,7 @@ from leukoedge.daemon.http.limits import (
 )
 from leukoedge.daemon.types import StatusProvider
 from leukoedge.errors import ConfigError, HttpError, LeukoEdgeError
+from leukoedge.finite import json_safe
 
 logger = logging.getLogger(__name__)
 
@@ -69,17 +69,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
-
-
-def json_safe(value: Any) -> Any:
-    """``value`` with NaN/Inf turned into None and tuples into lists, so the JSON is strict."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value
 
 
 def _load_static() -> dict[str, tuple[bytes, str]]:
