@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from leukoedge.errors import DataError
+from leukoedge.vision.images import is_image_path
 
 logger = logging.getLogger(__name__)
 
@@ -95,8 +96,10 @@ def lmu_differential_rows(
     train_part: list[Record] = []
     for folder, split in (("val", "test"), ("train", None)):
         for code_dir in sorted((aml / folder).glob("*")):
-            for p in sorted(code_dir.glob("*.jpg")):
-                rec = Record(str(p), code_dir.name, f"aml-lmu/{p.stem}", code_dir.name)
+            for p in sorted(f for f in code_dir.glob("*") if is_image_path(f)):
+                rec = Record(
+                    str(p), code_dir.name, f"aml-lmu/{folder}/{code_dir.name}/{p.name}", code_dir.name
+                )
                 if split:
                     rows.append(_row(rec, split))
                 else:
@@ -106,7 +109,7 @@ def lmu_differential_rows(
     _add(rows, _carve(train_part, {"val": 0.15}, seed))
     thumb_recs = []
     for code_dir in sorted(d for d in th.glob("*") if d.is_dir() and d.name not in OVERLAPPING_CODES):
-        paths = sorted(str(p) for p in code_dir.glob("*.png"))
+        paths = sorted(str(p) for p in code_dir.glob("*") if is_image_path(p))
         ids = group_sheet_runs(paths) if code_dir.name in RESAMPLED_CODES else range(len(paths))
         thumb_recs += [
             Record(p, code_dir.name, f"thumbs/{code_dir.name}-{g}", code_dir.name)

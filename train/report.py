@@ -155,6 +155,8 @@ def _sections(run: Mapping[str, Any], metrics: Mapping[str, Any]) -> list[tuple[
                 ],
             )
         )
+        if "differential" in test:
+            parts.append(("Cell types (held-out test split)", differential_blocks(test, metrics)))
     else:
         parts.append(("Held-out test split", [metrics.get("test_note", "no test split")]))
     parts.append(
@@ -166,6 +168,30 @@ def _sections(run: Mapping[str, Any], metrics: Mapping[str, Any]) -> list[tuple[
     parts.append(("Validation split", [metric_table(metrics["val"])]))
     parts.append(("Run", [_run_facts(run)]))
     return parts
+
+
+def differential_blocks(test: Mapping[str, Any], metrics: Mapping[str, Any]) -> list[Table | str]:
+    """The differential's per-type table, its confusion matrix and the abstention figures."""
+    from leukoedge.train.differential import confusion_rows, type_table
+
+    diff = test["differential"]
+    blocks: list[Table | str] = [
+        f"Balanced accuracy of the differential {fmt(diff['balanced_accuracy'])} (mean recall over the "
+        "types present). Per type: the share recognised as that type, and the blast decision at the "
+        "operating threshold on p_blast (sensitivity for blasts, specificity for every other type), "
+        "with Wilson 95 % intervals.",
+        type_table(test),
+        confusion_rows(test),
+    ]
+    abstention = metrics.get("abstention")
+    shares = diff.get("unclassified")
+    if abstention and shares:
+        rows = [[k, str(v["n"]), fmt(v["rate"])] for k, v in shares.items()]
+        blocks += [
+            f"Abstention: min_confidence {fmt(abstention['min_confidence'])} ({abstention['rule']}).",
+            (["cells", "images", "share unclassified"], rows),
+        ]
+    return blocks
 
 
 def _citation(run: Mapping[str, Any]) -> list[str]:
