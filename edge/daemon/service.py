@@ -272,7 +272,7 @@ class Daemon:
         """Called on the processing thread for each counted cell: queue its commit to the store."""
         blast = cell.suspected_blast
         session_id = self.sessions.current_id
-        self.stats.counted(blast, in_session=session_id is not None)
+        self.stats.counted(blast, in_session=session_id is not None, cell_type=cell.label)
         if session_id is None or self.store is None:
             return
         self.writer.submit(

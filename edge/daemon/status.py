@@ -29,10 +29,15 @@ class DaemonStatus:
         self.cells_total = 0
         self.blasts_total = 0
         self.uncounted_total = 0
+        #: Cells counted since start, by the label (cell type) the model gave them.
+        self.by_type: dict[str, int] = {}
         self._jpeg_cache: tuple[int, bytes] | None = None
 
-    def counted(self, blast: bool, in_session: bool) -> None:
+    def counted(self, blast: bool, in_session: bool, cell_type: str | None = None) -> None:
         """One more counted cell (on the processing thread); ``in_session`` False: no session took it."""
+        if cell_type is not None:
+            # A new dict, not a mutation: HTTP threads iterate the one they read without a lock.
+            self.by_type = {**self.by_type, cell_type: self.by_type.get(cell_type, 0) + 1}
         self.cells_total += 1
         self.blasts_total += int(blast)
         self.uncounted_total += int(not in_session)
@@ -70,6 +75,7 @@ class DaemonStatus:
                 "cells_total": self.cells_total,
                 "blasts_total": self.blasts_total,
                 "uncounted_no_session": self.uncounted_total,
+                "cell_types": dict(self.by_type),
                 "live_tracks": proc.processor.tracker.live_count if proc else 0,
             },
             "session": d.sessions.current(),
@@ -79,9 +85,7 @@ class DaemonStatus:
                 "reconnects": cap.reconnects if cap else 0,
                 "failures": cap.failures if cap else 0,
             },
-            "model": None
-            if bundle is None
-            else {"name": bundle.name, "variant": bundle.variant, "sha256": bundle.sha256},
+            "model": None if bundle is None else _model(bundle),
             "health": {
                 "healthy": self.healthy(),
                 "frames_flowing": self.frames_flowing(),
@@ -109,6 +113,7 @@ class DaemonStatus:
             "inference_seconds": proc.histogram.snapshot() if proc else empty,
             "cells_counted_total": self.cells_total,
             "blasts_counted_total": self.blasts_total,
+            "cells_counted_by_type_total": dict(self.by_type),
             "camera_reconnects_total": cap.reconnects if cap else 0,
             "crops_saved_total": health.get("crops_saved_total", 0),
             "disk_budget_used_ratio": health.get("disk_budget_used_ratio", 0.0),
@@ -154,3 +159,16 @@ class DaemonStatus:
 
     def storage_health(self) -> dict[str, Any] | None:
         return self.daemon.sessions.storage_health()
+
+
+def _model(bundle: Any) -> dict[str, Any]:
+    """The loaded bundle: name, sha256, and the cell types it can give (its class names, in order)."""
+    contract = bundle.contract
+    return {
+        "name": bundle.name,
+        "variant": bundle.variant,
+        "sha256": bundle.sha256,
+        "differential": contract.differential,
+        "classes": list(contract.class_names),
+        "blast_classes": list(contract.suspect_classes),
+    }

@@ -128,7 +128,8 @@ class StatusProvider(Protocol):
     def storage_health(self) -> dict[str, Any] | None: ...
 
 
-#: Keys of ``StatusProvider.metrics()``. Scalars are floats; ``inference_seconds`` is a histogram dict
+#: Keys of ``StatusProvider.metrics()``. Scalars are floats; ``cells_counted_by_type_total`` is a dict
+#: {cell type: count}; ``inference_seconds`` is a histogram dict
 #: ``{"buckets": [(upper_bound_s, cumulative_count), ...], "sum": float, "count": int}`` whose last
 #: bucket bound is ``float("inf")``.
 METRIC_KEYS: tuple[str, ...] = (
@@ -140,6 +141,7 @@ METRIC_KEYS: tuple[str, ...] = (
     "inference_seconds",
     "cells_counted_total",
     "blasts_counted_total",
+    "cells_counted_by_type_total",
     "camera_reconnects_total",
     "crops_saved_total",
     "disk_budget_used_ratio",

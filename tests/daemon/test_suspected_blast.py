@@ -40,7 +40,9 @@ def test_a_cell_between_one_half_and_the_bundle_threshold_is_drawn_and_counted_a
     )
     p = (0.5 + processor.classifier.threshold) / 2
     det = Detection((100, 100, 160, 160), (130.0, 130.0), 60.0, False, 1.0, whole=True)
-    track = Track(1, 0, 0.0, 0, 0.0, det.center, det.diameter, det, whole_frames=5, probs=[p])
+    track = Track(
+        1, 0, 0.0, 0, 0.0, det.center, det.diameter, det, whole_frames=5, probs=[np.array([1 - p, p])]
+    )
     rgb = np.full((240, 320, 3), 255, np.uint8)
     jpeg = processor.annotate_jpeg(Frame(0, 0.0, rgb), [(track, det)], quality=95)
     r, g, b = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"))[130, 100:103].astype(int).mean(axis=0)

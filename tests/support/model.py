@@ -123,3 +123,62 @@ def make_renamed_bundle(out_dir: str | Path, positive: str = "blast", negative: 
     contract = InputContract(class_names=(positive, negative), positive_class=positive)
     manifest = replace(tiny.manifest, contract=contract).with_model(name=f"renamed_{positive}")
     return write_bundle(out, f"renamed_{positive}", tiny.tflite_path.read_bytes(), manifest).manifest_path
+
+
+#: The cell types of :func:`make_differential_bundle`, in output order; "blast" is the blast class.
+DIFFERENTIAL_TEST_CLASSES = ("blast", "neutrophil", "lymphocyte", "monocyte")
+
+
+def _build_differential_keras_model():  # pragma: no cover - exercised through make_differential_bundle
+    import keras
+
+    keras.utils.set_random_seed(7)
+    inputs = keras.Input((64, 64, 3))
+    x = keras.layers.Rescaling(1.0 / 255)(inputs)
+    x = keras.layers.Conv2D(4, 3, strides=2, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(len(DIFFERENTIAL_TEST_CLASSES), activation="softmax")(x)
+    model = keras.Model(inputs, outputs)
+    # The same colour features as the binary model (mean blue, green, red), with weights that spread
+    # the synthetic smear's cells over the types: much more blue than green leans to "blast", green
+    # to "neutrophil", little red to "lymphocyte", the rest to "monocyte" (logit 0).
+    conv_w = np.zeros((3, 3, 3, 4), np.float32)
+    conv_w[1, 1, 2, 0] = 1.0
+    conv_w[1, 1, 1, 1] = 1.0
+    conv_w[1, 1, 0, 2] = 1.0
+    model.layers[2].set_weights([conv_w, np.zeros(4, np.float32)])
+    dense_w = np.array(
+        [[40.0, 0.0, 0.0, 0.0], [-40.0, 40.0, 0.0, 0.0], [0.0, 0.0, -40.0, 0.0], [0.0, 0.0, 0.0, 0.0]],
+        np.float32,
+    )
+    model.layers[4].set_weights([dense_w, np.array([-5.6, -22.8, 26.4, 0.0], np.float32)])
+    return model
+
+
+def make_differential_bundle(out_dir: str | Path, threshold: float = 0.5) -> Path:
+    """A tiny int8 softmax bundle of :data:`DIFFERENTIAL_TEST_CLASSES` (once); returns its manifest.
+
+    Converted with TFLite directly (full-integer, uint8 input and output) and written with a
+    differential contract: p_blast is the "blast" probability, ``threshold`` its operating point.
+    """
+    from leukoedge.contract import OUTPUT_SOFTMAX
+    from leukoedge.inference.bundle import write_bundle
+
+    name = "tiny_differential"
+    out = Path(out_dir)
+    manifest_path = out / f"{name}.json"
+    if manifest_path.exists():
+        return manifest_path
+    contract = InputContract(
+        class_names=DIFFERENTIAL_TEST_CLASSES, positive_class="blast", threshold=threshold,
+        output=OUTPUT_SOFTMAX, blast_classes=("blast",),
+    )  # fmt: skip
+    units = len(DIFFERENTIAL_TEST_CLASSES)
+    manifest = {
+        "model": {"name": name, "variant": "int8", "version": "test", "purpose": "tests only (untrained)"},
+        "input_contract": contract.to_dict(),
+        "input": {"dtype": "uint8", "shape": [1, 64, 64, 3]},
+        "output": {"dtype": "uint8", "shape": [1, units]},
+    }
+    tflite_bytes = _convert(_build_differential_keras_model(), "int8")
+    return write_bundle(out, name, tflite_bytes, manifest).manifest_path

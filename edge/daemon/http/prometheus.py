@@ -22,11 +22,20 @@ METRICS: dict[str, tuple[str, str]] = {
     "frames_dropped_total": ("counter", "Frames dropped because processing was still busy."),
     "cells_counted_total": ("counter", "White cells counted, each physical cell once."),
     "blasts_counted_total": ("counter", "Counted cells labelled as suspected blasts."),
+    "cells_counted_by_type_total": ("counter", "White cells counted, by the cell type the model gave."),
     "camera_reconnects_total": ("counter", "Times the camera was reopened after a failure."),
     "crops_saved_total": ("counter", "Cell crops saved to disk."),
     "disk_budget_used_ratio": ("gauge", "Share of the crop disk budget in use (1 = full)."),
     "inference_seconds": ("histogram", "Time to detect and classify the cells of one frame, in seconds."),
 }
+
+#: Metrics with one series per label value: key -> label name. Their value is {label value: figure}.
+LABELLED: dict[str, str] = {"cells_counted_by_type_total": "type"}
+
+
+def label_value(value: str) -> str:
+    """A label value escaped as the exposition format wants (backslash, double quote, newline)."""
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def format_value(value: float) -> str:
@@ -72,6 +81,11 @@ def render(metrics: dict[str, Any], healthy: bool | None = None) -> str:
         out += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
         if kind == "histogram":
             out += _histogram_lines(name, value)
+        elif key in LABELLED:
+            label = LABELLED[key]
+            out += [
+                f'{name}{{{label}="{label_value(k)}"}} {format_value(v)}' for k, v in sorted(value.items())
+            ]
         else:
             out.append(f"{name} {format_value(value)}")
     return "\n".join(out) + "\n"

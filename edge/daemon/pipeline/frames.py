@@ -69,7 +69,7 @@ class FrameProcessor:
             main, crops = self.analyzer.crop(frame.crop_source, [d for _, d in due], frame.main_ratio)
             probs = self.classifier.predict_probabilities(crops)
             for (track, _), det, p, crop in zip(due, main, probs, crops, strict=True):
-                self.tracker.record(track, frame.index, float(p), det.bbox, crop)
+                self.tracker.record(track, frame.index, p, det.bbox, crop)
         self._emit(self.tracker.collect())
         self.latest = (frame, assigned)
         return len(due)

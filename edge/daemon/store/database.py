@@ -225,7 +225,8 @@ class Store(CropAccounting):
         return [_cell_dict(r) for r in rows]
 
     def session_summary(self, session_id: int) -> dict[str, Any]:
-        """Session, tallies, blast % with 95 % CI vs the WHO 20 % threshold, differential, frames."""
+        """Session, tallies, blast % with 95 % CI vs the WHO 20 % threshold, differential progress,
+        count and % of each cell type (``cell_types``), frames."""
         session = self.session(session_id)
         frames = self._query(
             "SELECT COALESCE(SUM(frames_captured), 0) AS captured, COALESCE(SUM(frames_processed), 0) "
@@ -238,10 +239,14 @@ class Store(CropAccounting):
             "SELECT DISTINCT model_sha256 FROM cells WHERE session_id = ? ORDER BY model_sha256",
             (int(session_id),),
         )
+        by_type = self._query(
+            "SELECT label, COUNT(*) AS n FROM cells WHERE session_id = ? GROUP BY label",
+            (int(session_id),),
+        )
         end = session["ended_at"] if session["ended_at"] is not None else time.time()
         return {
             "session": session,
-            **blast_summary(session["blasts"], session["cells"]),
+            **blast_summary(session["blasts"], session["cells"], {r["label"]: r["n"] for r in by_type}),
             "duration_s": max(0.0, end - session["started_at"]),
             "frames": frames,
             "model_sha256s": [r["model_sha256"] for r in shas],

@@ -1,5 +1,10 @@
 """Export a session: a CSV with one row per counted cell, and a self-contained HTML report.
 
+The CSV's ``cell_type`` is the counted cell's type (a differential model's class, ``unclassified``
+when the model abstained; a binary model's ``malignant``/``non_malignant``), ``suspected_blast`` its
+blast decision. The report shows the differential (count, % and Wilson 95 % interval per type) and
+its crop gallery grouped by cell type.
+
 The HTML report needs nothing but itself (crops embedded as base64 PNG, styles inline, no scripts),
 so it can be mailed, archived or opened on a machine with no network. Every value that came from a
 person or a file is escaped.
@@ -17,15 +22,16 @@ from typing import Any
 
 from leukoedge import __version__
 from leukoedge.daemon.store.database import Store
-from leukoedge.daemon.store.summary import COMPARISON_TEXT, describe
+from leukoedge.daemon.store.summary import COMPARISON_TEXT, UNCLASSIFIED, describe, type_order_key
 from leukoedge.report import render_page
 
 CSV_COLUMNS = (
     "cell_id", "session_id", "sample_id", "track_id", "first_seen_utc", "last_seen_utc", "seen_s",
     "x0", "y0", "x1", "y1", "p_malignant", "label", "suspected_blast", "n_classifications",
-    "model_sha256", "crop_path", "crop_state",
+    "model_sha256", "crop_path", "crop_state", "cell_type",
 )  # fmt: skip
-#: At most this many crops in the report's gallery (the most suspicious first): keeps the file mailable.
+#: At most this many crops in the report's gallery, shared out over the cell types (the most
+#: suspicious first within each): keeps the file mailable.
 GALLERY_MAX = 400
 
 
@@ -68,7 +74,8 @@ def write_csv(path: Path, session: dict[str, Any], cells: list[dict[str, Any]]) 
                 [c["id"], c["session_id"], _safe_cell(session["sample_id"]), c["track_id"],
                  utc(c["first_seen_ts"]), utc(c["last_seen_ts"]), seen_s,
                  *c["bbox"], f"{c['p_malignant']:.4f}", c["label"], int(c["suspected_blast"]),
-                 c["n_classifications"], c["model_sha256"], c["crop_path"] or "", c["crop_state"]]
+                 c["n_classifications"], c["model_sha256"], c["crop_path"] or "", c["crop_state"],
+                 c["label"]]
             )  # fmt: skip
 
 
@@ -81,29 +88,79 @@ def _png_data_uri(path: Path | None) -> str | None:
         return None
 
 
-def _gallery(store: Store, cells: list[dict[str, Any]]) -> str:
-    blasts = sorted((c for c in cells if c["suspected_blast"]), key=lambda c: -c["p_malignant"])
+def _figures(store: Store, cells: list[dict[str, Any]]) -> tuple[list[str], int]:
+    """The crops of ``cells`` as <figure>s, and how many had no readable crop."""
     figures, missing = [], 0
-    for c in blasts[:GALLERY_MAX]:
+    for c in cells:
         uri = _png_data_uri(store.crop_file(c))
         if uri is None:
             missing += 1
             continue
+        mark = " &middot; suspected blast" if c["suspected_blast"] else ""
         figures.append(
             f'<figure><img src="{uri}" alt="cell {c["id"]}" width="96" height="96">'
-            f"<figcaption>#{c['id']} &middot; p={c['p_malignant']:.2f}</figcaption></figure>"
+            f"<figcaption>#{c['id']} &middot; p={c['p_malignant']:.2f}{mark}</figcaption></figure>"
         )
-    notes = []
-    if len(blasts) > GALLERY_MAX:
-        notes.append(f"showing the {GALLERY_MAX} most suspicious of {len(blasts)} suspected blasts")
-    if missing:
-        notes.append(
-            f"{missing} suspected blasts have no saved crop (not configured, disk budget, or removed)"
+    return figures, missing
+
+
+def _gallery(store: Store, cells: list[dict[str, Any]]) -> str:
+    """The saved crops grouped by cell type, suspected blasts and the most suspicious first in each."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for c in cells:
+        if c["crop_state"] == "saved":
+            groups.setdefault(c["label"], []).append(c)
+    blasts = sum(1 for c in cells if c["suspected_blast"])
+    unsaved = sum(1 for c in cells if c["suspected_blast"] and c["crop_state"] != "saved")
+    if not groups:
+        what = "No suspected blasts" if not blasts else "No saved crops"
+        note = f" ({unsaved} suspected blasts have no saved crop)" if unsaved else ""
+        return f"<p class=muted>{what} in this session{note}.</p>"
+    per_type = max(1, GALLERY_MAX // len(groups))
+    parts = []
+    for label in sorted(groups, key=lambda t: (t == UNCLASSIFIED, type_order_key(t))):
+        group = sorted(groups[label], key=lambda c: (not c["suspected_blast"], -c["p_malignant"]))
+        figures, missing = _figures(store, group[:per_type])
+        notes = []
+        if len(group) > per_type:
+            notes.append(f"showing the {per_type} most suspicious of {len(group)} crops")
+        if missing:
+            notes.append(f"{missing} crops could not be read (removed)")
+        note = f"<p class=muted>{html.escape('; '.join(notes))}.</p>" if notes else ""
+        parts.append(
+            f'<h3>{html.escape(label)} <span class="muted">({len(group)})</span></h3>'
+            f'<div class="gallery">{"".join(figures)}</div>{note}'
         )
-    note = f"<p class=muted>{html.escape('; '.join(notes))}.</p>" if notes else ""
-    if not blasts:
-        return "<p class=muted>No suspected blasts in this session.</p>"
-    return f'<div class="gallery">{"".join(figures)}</div>{note}'
+    if unsaved:
+        parts.append(
+            f"<p class=muted>{unsaved} suspected blasts have no saved crop "
+            "(not configured, disk budget, or removed).</p>"
+        )
+    return "".join(parts)
+
+
+def _ci_text(ci: list[float] | None) -> str:
+    return "&ndash;" if ci is None else f"{ci[0]:.1f}&ndash;{ci[1]:.1f} %"
+
+
+def _differential_table(summary: dict[str, Any]) -> str:
+    """Count, % of the classified cells and Wilson 95 % CI of each cell type; unclassified apart."""
+    types = summary["cell_types"]
+    if not types["types"] and not types["unclassified"]["count"]:
+        return "<p class=muted>No cells counted yet.</p>"
+    rows = [
+        f"<tr><th>{html.escape(t['type'])}</th><td>{t['count']}</td><td>{t['pct']:.1f} %</td>"
+        f"<td>{_ci_text(t['ci95_pct'])}</td></tr>"
+        for t in types["types"]
+    ]
+    un = types["unclassified"]
+    if un["count"]:
+        rows.append(
+            f"<tr class=muted><th>unclassified (not in the %)</th><td>{un['count']}</td>"
+            f"<td>{un['pct']:.1f} % of all</td><td>{_ci_text(un['ci95_pct'])}</td></tr>"
+        )
+    head = "<tr><th>Cell type</th><th>Cells</th><th>% of classified</th><th>95 % CI (Wilson)</th></tr>"
+    return f'<table class="differential">{head}{"".join(rows)}</table>'
 
 
 #: What only this page draws; the rest is the report room's shared look.
@@ -120,8 +177,7 @@ def render_html(store: Store, summary: dict[str, Any], cells: list[dict[str, Any
     """The report as one HTML string (no external resources)."""
     s, e = summary["session"], html.escape
     pct = "&ndash;" if summary["blast_pct"] is None else f"{summary['blast_pct']:.1f} %"
-    ci = summary["blast_ci95_pct"]
-    ci_text = "&ndash;" if ci is None else f"{ci[0]:.1f}&ndash;{ci[1]:.1f} %"
+    ci_text = _ci_text(summary["blast_ci95_pct"])
     diff = summary["differential"]
     shas = "".join(f"<code>{e(sha)}</code><br>" for sha in summary["model_sha256s"]) or "&ndash;"
     frames = summary["frames"]
@@ -151,7 +207,9 @@ def render_html(store: Store, summary: dict[str, Any], cells: list[dict[str, Any
 </table>
 <p>{e(describe(summary))}.</p>
 <p class="muted">{e(summary["who_note"])}</p>
-<h2>Suspected blasts</h2>
+<h2>Differential by cell type</h2>
+{_differential_table(summary)}
+<h2>Cells by type</h2>
 {_gallery(store, cells)}
 <h2>Session</h2>
 <table>{meta}</table>"""

@@ -66,6 +66,56 @@ function showTallies(t) {
   setText("session-note", s && s.id != null ? "Session " + s.id + (s.note ? " \u00b7 " + s.note : "") : "");
 }
 
+// The differential: one row per cell type, from the session summary (counts, % of the classified
+// cells, Wilson 95 % CI), else from the daemon's running counts; the model's types not seen yet show 0.
+function cellTypes(status) {
+  const s = status.summary, model = status.model || {};
+  let rows = [], unclassified = 0;
+  if (s && s.cell_types && Array.isArray(s.cell_types.types)) {
+    rows = s.cell_types.types.map((t) => ({ type: t.type, count: t.count, pct: t.pct, ci: t.ci95_pct }));
+    unclassified = num(s.cell_types.unclassified && s.cell_types.unclassified.count) ?? 0;
+  } else {
+    const by = (status.counts || {}).cell_types || {};
+    unclassified = num(by.unclassified) ?? 0;
+    const types = Object.keys(by).filter((k) => k !== "unclassified" && num(by[k]));
+    const classified = types.reduce((n, k) => n + by[k], 0);
+    rows = types.map((k) => ({ type: k, count: by[k], pct: 100 * by[k] / classified, ci: wilson(by[k], classified) }));
+  }
+  const seen = new Set(rows.map((r) => r.type));
+  const classes = Array.isArray(model.classes) ? model.classes : [];
+  const zero = classes.filter((c) => !seen.has(c)).map((c) => ({ type: c, count: 0, pct: null, ci: null }));
+  const order = (r) => { const i = classes.indexOf(r.type); return i < 0 ? classes.length : i; };
+  rows = rows.concat(zero).sort((a, b) => order(a) - order(b));
+  const blast = new Set(Array.isArray(model.blast_classes) ? model.blast_classes : []);
+  return { rows, unclassified, blast };
+}
+
+function cell(text) { const td = document.createElement("td"); td.textContent = text; return td; }
+
+function showCellTypes(d) {
+  const body = $("types-body");
+  if (!body) return;
+  body.replaceChildren();
+  if (!d.rows.length) {
+    const td = cell("no cells counted yet");
+    td.colSpan = 4;
+    td.className = "muted";
+    const tr = document.createElement("tr");
+    tr.appendChild(td);
+    body.appendChild(tr);
+  }
+  for (const r of d.rows) {
+    const tr = document.createElement("tr");
+    tr.dataset.type = r.type;
+    if (d.blast.has(r.type)) tr.className = "blast";
+    tr.append(cell(r.type.replace(/_/g, " ")), cell(String(r.count)),
+      cell(r.pct == null ? "\u2013" : r.pct.toFixed(1) + " %"),
+      cell(r.ci ? r.ci[0].toFixed(1) + "\u2013" + r.ci[1].toFixed(1) + " %" : "\u2013"));
+    body.appendChild(tr);
+  }
+  setText("unclassified", String(d.unclassified));
+}
+
 function pair(fps, key, index) {
   if (!fps) return null;
   if (Array.isArray(fps)) return num(fps[index]);
@@ -108,6 +158,7 @@ async function poll() {
     if (!res.ok) throw new Error("status " + res.status);
     const status = await res.json();
     showTallies(tallies(status));
+    showCellTypes(cellTypes(status));
     showFacts(status);
     setHealth(health.ok ? "healthy" : "unhealthy", health.ok ? "ok" : "bad");
     setText("updated", new Date().toLocaleTimeString());
