@@ -157,6 +157,39 @@ def compile_model(model: Any, learning_rate: float, n_classes: int = 1, label_sm
     )
 
 
+def _inputs(
+    config: FitConfig, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray
+) -> tuple[Any, Any, dict[int, float] | None, Callable[[Any], float] | None]:
+    """Training and validation datasets, class weights and the validation score a fit uses.
+
+    A binary model: 0/1 targets, balanced class weights, checkpoint on validation AUC. A
+    differential model: one-hot targets, class-balanced epochs instead of weights, checkpoint on
+    validation balanced accuracy.
+    """
+    val_score = None
+    if config.differential:
+        eye = np.eye(config.n_classes, dtype=np.float32)
+        y_train, y_val = eye[np.asarray(y_train, int)], eye[np.asarray(y_val, int)]
+        weights = None
+        truth = y_val.argmax(1)
+
+        def val_score(m: Any) -> float:
+            return balanced_accuracy(truth, predict_proba(m, x_val).argmax(1))
+
+    else:
+        weights = balanced_class_weight(y_train) if config.class_weight else None
+    train_ds = make_dataset(
+        x_train,
+        y_train,
+        config.batch_size,
+        augment=config.augment,
+        shuffle=True,
+        seed=config.seed,
+        balanced=config.differential and config.class_weight,
+    )
+    return train_ds, make_dataset(x_val, y_val, batch_size=256), weights, val_score
+
+
 def fit_model(
     x_train: np.ndarray,
     y_train: np.ndarray,
@@ -179,28 +212,7 @@ def fit_model(
         architecture=config.architecture, l2=config.l2, dropout=config.dropout, n_classes=config.n_classes
     )
     compile_model(model, config.learning_rate, config.n_classes, config.label_smoothing)
-    val_score = None
-    if config.differential:
-        eye = np.eye(config.n_classes, dtype=np.float32)
-        y_train, y_val = eye[np.asarray(y_train, int)], eye[np.asarray(y_val, int)]
-        weights = None  # class balance comes from balanced sampling
-
-        def val_score(m: Any) -> float:
-            return balanced_accuracy(y_val.argmax(1), predict_proba(m, x_val).argmax(1))
-
-    else:
-        weights = balanced_class_weight(y_train) if config.class_weight else None
-    balanced = config.differential and config.class_weight
-    train_ds = make_dataset(
-        x_train,
-        y_train,
-        config.batch_size,
-        augment=config.augment,
-        shuffle=True,
-        seed=config.seed,
-        balanced=balanced,
-    )
-    val_ds = make_dataset(x_val, y_val, batch_size=256)
+    train_ds, val_ds, weights, val_score = _inputs(config, x_train, y_train, x_val, y_val)
     tracker = _best_checkpoint_callback(
         Path(checkpoint) if checkpoint else None, config.patience, on_epoch, val_score
     )

@@ -166,10 +166,16 @@ def test_a_brief_visit_is_counted_at_expiry_or_not_at_all():
 def test_probabilities_aggregate_as_mean_logit_or_mean_p():
     tracker = Tracker(TrackerConfig(), W, H)
     track = tracker.update(0, 0.0, _detections(np.array([[100.0, 100.0]]), np.zeros(2)))[0][0]
-    track.probs = [0.9, 0.5, 0.99]
-    mean_logit = 1 / (1 + np.exp(-np.mean(np.log(np.array(track.probs) / (1 - np.array(track.probs))))))
-    assert abs(track.probability("mean_logit") - mean_logit) < 1e-9
-    assert abs(track.probability("mean_p") - np.mean(track.probs)) < 1e-9
+    p = np.array([0.9, 0.5, 0.99])
+    track.probs = [np.array([1 - v, v]) for v in p]  # a binary model's (non_malignant, malignant)
+    mean_logit = 1 / (1 + np.exp(-np.mean(np.log(p / (1 - p)))))
+    assert abs(track.probability("mean_logit")[1] - mean_logit) < 1e-9
+    assert abs(track.probability("mean_p")[1] - np.mean(p)) < 1e-9
+    # a differential model: the normalised geometric mean of the probability vectors
+    track.probs = [np.array([0.7, 0.2, 0.1]), np.array([0.1, 0.6, 0.3])]
+    g = np.sqrt(np.array([0.07, 0.12, 0.03]))
+    assert np.allclose(track.probability("mean_logit"), g / g.sum())
+    assert np.allclose(track.probability("mean_p"), [0.4, 0.4, 0.2])
 
 
 def test_latest_queue_drops_the_oldest_and_counts():

@@ -18,11 +18,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from leukoedge.contract import CLASS_NAMES, DIFFERENTIAL_CLASSES
+from leukoedge.contract import CLASS_NAMES, DIFFERENTIAL_CLASSES, UNCLASSIFIED
 from leukoedge.metrics import wilson_interval
 
-#: The label of a counted cell the model abstained on: counted, shown apart, in no percentage.
-UNCLASSIFIED = "unclassified"
 #: Cell types in the order they are shown; a type outside it follows, by name.
 TYPE_ORDER: tuple[str, ...] = (*DIFFERENTIAL_CLASSES, *reversed(CLASS_NAMES))
 
