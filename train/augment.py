@@ -19,6 +19,9 @@ The ``robust`` preset (the differential model's default) adds what differs betwe
 - scale: zoom in or out by up to ``scale`` (other magnifications and camera pixels; the red-cell
   ruler measures px/µm within about 10 %), the border filled by reflection.
 
+Stronger settings (stain 0.25, blur 1.0, noise 0.03, JPEG 60, scale 0.15) with a BatchNorm LeukoNet
+left the differential underfitted (train accuracy 0.37 after 30 epochs against 0.72 without them).
+
 Images stay in the model's input range: raw 0-255 RGB (floats, rounded to whole pixel values, as
 a camera delivers them). Hue and saturation are jittered on a [0, 1] copy and scaled back.
 """
@@ -55,12 +58,12 @@ class AugmentConfig:
             brightness=0.1,
             contrast=0.2,
             hue=0.04,
-            saturation=0.25,
-            stain_od=0.25,
-            blur=1.0,
-            noise=0.03,
-            jpeg_min_quality=60,
-            scale=0.15,
+            saturation=0.2,
+            stain_od=0.15,
+            blur=0.6,
+            noise=0.02,
+            jpeg_min_quality=70,
+            scale=0.1,
         )
 
     def to_dict(self) -> dict[str, Any]:

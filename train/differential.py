@@ -185,3 +185,37 @@ def score_differential(
         metrics["test"] = None
         metrics["test_note"] = "the test split is empty: no test figures"
     return metrics, scores
+
+
+def type_rates(
+    y: np.ndarray, probs: np.ndarray, contract: Any, threshold: float, source_classes: Sequence[str | None]
+) -> dict[str, Any]:
+    """What any labelled set tells about a differential model, one class or many: per source class
+    (and overall) the share called a suspected blast, the share left unclassified, and the types
+    the model gave, with Wilson intervals. Needs no blasts (an external set of normal cells) and no
+    normal cells (a set of one microscope's blasts)."""
+    probs = np.asarray(probs, dtype=np.float64)
+    p_blast = contract.p_blast(probs)
+    called = p_blast >= threshold
+    unclassified = np.array(
+        [contract.abstains(row, pb, threshold) for row, pb in zip(probs, p_blast, strict=True)]
+    )
+    names = contract.class_names
+    sources = np.array([str(s) for s in source_classes])
+
+    def rates(mask: np.ndarray) -> dict[str, Any]:
+        n = int(mask.sum())
+        given = np.bincount(probs[mask].argmax(axis=1), minlength=len(names)) if n else np.zeros(len(names))
+        return {
+            "n": n,
+            "called_blast": _rate(int(called[mask].sum()), n),
+            "unclassified": _rate(int(unclassified[mask].sum()), n),
+            "types_given": {names[i]: int(v) for i, v in enumerate(given) if v},
+        }
+
+    true_types = {str(s): names[int(np.bincount(y[sources == s]).argmax())] for s in set(sources.tolist())}
+    return {
+        "threshold": float(threshold),
+        "overall": rates(np.ones(len(y), dtype=bool)),
+        "by_source_class": {s: {"type": true_types[s], **rates(sources == s)} for s in sorted(true_types)},
+    }

@@ -72,7 +72,8 @@ def select_records(
         return list(records), how, run.data or {}
     if req.data is None:
         raise DataError("no --data given and the model is not in a run directory with a split manifest")
-    dataset = load_dataset(req.data, layout=req.layout, mapping=req.mapping)
+    task = "differential" if run is not None and run.contract.differential else "binary"
+    dataset = load_dataset(req.data, layout=req.layout, mapping=req.mapping, task=task)
     split = req.split or "all"
     if split == "all":
         return dataset.records, f"all images of {dataset.root}", dataset.summary()
@@ -131,7 +132,15 @@ def evaluate(req: EvalRequest, progress: Any = None) -> dict[str, Any]:
         "threshold_source": threshold_how,
         "skipped_files": [{"path": a, "error": b} for a, b in arrays.errors],
     }
-    if len(set(y.tolist())) == 2:
+    if run is not None and run.contract.differential:
+        from leukoedge.train.differential import type_rates
+
+        result["kind"] = "differential"
+        result["class_counts"] = label_counts(arrays.records_kept, run.contract.class_names)
+        result["metrics"] = type_rates(
+            y, p, run.contract, threshold, [r.source_class for r in arrays.records_kept]
+        )
+    elif len(set(y.tolist())) == 2:
         result["kind"] = "two_class"
         result["metrics"] = evaluate_scores(y, p, threshold, n_boot=req.n_boot)
     else:

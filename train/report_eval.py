@@ -55,7 +55,15 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
     ]
     if result["skipped_files"]:
         lines.append(f"skipped {len(result['skipped_files'])} unreadable images")
-    if result["kind"] == "two_class":
+    if result["kind"] == "differential":
+        for name, r in [*m["by_source_class"].items(), ("all", m["overall"])]:
+            cb, un = r["called_blast"], r["unclassified"]
+            lines.append(
+                f"{name:12s} n {r['n']:4d}  called blast {fmt(cb['rate'], 3)} "
+                f"({fmt(cb['ci95'][0], 3)}-{fmt(cb['ci95'][1], 3)})  unclassified {fmt(un['rate'], 3)}  "
+                f"types {r['types_given']}"
+            )
+    elif result["kind"] == "two_class":
         ci = m["ci95"]
         for key in ("roc_auc", "pr_auc", "sensitivity", "specificity", "balanced_accuracy"):
             lines.append(f"{key:18s} {fmt(m[key])}  (95 % CI {fmt(ci[key][0])} - {fmt(ci[key][1])})")
@@ -76,14 +84,17 @@ def write_eval_outputs(out: Path, result: dict[str, Any], y: np.ndarray, p: np.n
     rf.write_json(out / rf.METRICS_FILE, result)
     m = result["metrics"]
     images: dict[str, Path] = {}
-    if result["kind"] == "two_class":
+    blocks: list[Table | str]
+    if result["kind"] == "differential":
+        blocks = [line for line in summary_lines(result)[2:]]
+    elif result["kind"] == "two_class":
         t = result["threshold"]
         images["roc"] = plots.save(plots.roc_figure(y, p, {"threshold": t}), out / rf.PLOTS["roc"])
         images["pr"] = plots.save(plots.pr_figure(y, p), out / rf.PLOTS["pr"])
         images["confusion"] = plots.save(
             plots.confusion_figure(m["confusion"], t), out / rf.PLOTS["confusion"]
         )
-        blocks: list[Table | str] = [metric_table(m), per_class_table(m), confusion_table(m)]
+        blocks = [metric_table(m), per_class_table(m), confusion_table(m)]
     else:
         images["rates"] = plots.save(
             plots.rates_figure(m["by_source_class"], m["metric"]), out / rf.PLOTS["rates"]

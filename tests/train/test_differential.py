@@ -191,3 +191,14 @@ def test_a_short_differential_run_learns_synthetic_cell_types(tmp_path):
     assert "balanced accuracy of the differential" in result.output
     splits = make_splits(load_dataset(data, task="differential"), seed=0)
     assert sum(len(v) for v in splits.values()) == 160
+    # a set of one type only (as a left-out type, or another microscope's normal cells)
+    lymphs = _folders(tmp_path / "lymphs", {"lymphocytes": "lymphocyte"})
+    result = CliRunner().invoke(
+        cli, ["evaluate", "--model", str(out), "--data", str(lymphs), "--out", str(tmp_path / "ev")]
+    )
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    ev = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert ev["kind"] == "differential" and ev["metrics"]["overall"]["n"] == 3
+    rates = ev["metrics"]["by_source_class"]["lymphocytes"]
+    assert rates["type"] == "lymphocyte" and sum(rates["types_given"].values()) == 3
+    assert 0 <= rates["called_blast"]["k"] <= 3 and "called blast" in result.output
