@@ -70,6 +70,13 @@ def _finish(result: Any) -> None:
         f"(float {h['float_roc_auc']:.4f}), "
         f"agreement {h['agreement']:.4f}, size {h['int8_size_ratio']:.3f} of float32"
     )
+    diff = h.get("differential")
+    if diff:
+        per_class = ", ".join(f"{n} {a:.4f}" for n, a in diff["per_class_agreement"].items())
+        click.echo(
+            f"per type:  agreement (type and blast decision) "
+            f"{diff['type_and_blast_agreement']:.4f}; {per_class}"
+        )
     failed = failed_gates(report)
     if failed:
         for check in report["gates"]["checks"]:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from leukoedge.contract import INPUT_CHANNELS, INPUT_SIZE
+from leukoedge.contract import INPUT_CHANNELS, INPUT_SIZE, OUTPUT_SOFTMAX, InputContract
 from leukoedge.errors import ModelError
 from leukoedge.quantize.representative import CalibrationSet
 
@@ -31,20 +31,27 @@ class IOSpec:
     output: dict[str, Any]
 
 
-def load_keras_model(path: str | os.PathLike) -> Any:
-    """Load a Keras model and check it is LeukoNet-shaped; every failure is a :class:`ModelError`."""
+def load_keras_model(path: str | os.PathLike, contract: InputContract | None = None) -> Any:
+    """Load a Keras model and check it is LeukoNet-shaped for ``contract`` (default: the binary one).
+
+    Every failure is a :class:`ModelError`.
+    """
     import keras
 
     try:
         model = keras.models.load_model(os.fspath(path), compile=False)
     except Exception as e:  # Keras raises ValueError, OSError, zipfile errors, ... on a bad file
         raise ModelError(f"{path}: cannot load this Keras model: {type(e).__name__}: {e}") from e
-    check_leukonet_shape(model, str(path))
+    check_leukonet_shape(model, str(path), contract)
     return model
 
 
-def check_leukonet_shape(model: Any, name: str = "model") -> None:
-    """One 64x64x3 input and one sigmoid probability output, as the edge expects."""
+def check_leukonet_shape(model: Any, name: str = "model", contract: InputContract | None = None) -> None:
+    """One 64x64x3 input and the output ``contract`` names, as the edge expects.
+
+    A binary contract needs one sigmoid unit; a differential one a softmax with one unit per
+    class name, in the contract's order. Anything else is refused.
+    """
     inputs, outputs = list(model.inputs), list(model.outputs)
     if len(inputs) != 1 or len(outputs) != 1:
         raise ModelError(f"{name}: expected one input and one output, got {len(inputs)} and {len(outputs)}")
@@ -53,17 +60,43 @@ def check_leukonet_shape(model: Any, name: str = "model") -> None:
     if in_shape != expected:
         raise ModelError(f"{name}: input shape {in_shape} is not LeukoNet's {expected} (raw RGB crops)")
     out_shape = tuple(outputs[0].shape)[1:]
-    if out_shape != (1,):
-        raise ModelError(f"{name}: output shape {out_shape} is not one sigmoid probability (1,)")
     last = model.layers[-1]
     activation = getattr(getattr(last, "activation", None), "__name__", None)
-    if activation != "sigmoid":
-        raise ModelError(
-            f"{name}: the last layer {last.name!r} has activation {activation!r}, not sigmoid; "
-            "LeukoNet ends in one sigmoid unit giving p(malignant)"
-        )
+    if contract is not None and contract.output == OUTPUT_SOFTMAX:
+        _check_softmax(name, out_shape, activation, last.name, contract)
+    else:
+        _check_sigmoid(name, out_shape, activation, last.name)
     if not any(type(layer).__name__ == "Rescaling" for layer in model.layers):
         logger.warning("%s: no Rescaling layer: the model must take raw 0-255 pixels as the edge feeds", name)
+
+
+def _check_sigmoid(name: str, out_shape: tuple, activation: str | None, layer: str) -> None:
+    if out_shape != (1,):
+        raise ModelError(
+            f"{name}: output shape {out_shape} is not one sigmoid probability (1,); a model with one "
+            "output per cell type needs a run whose input contract says output 'softmax'"
+        )
+    if activation != "sigmoid":
+        raise ModelError(
+            f"{name}: the last layer {layer!r} has activation {activation!r}, not sigmoid; "
+            "LeukoNet ends in one sigmoid unit giving p(malignant)"
+        )
+
+
+def _check_softmax(
+    name: str, out_shape: tuple, activation: str | None, layer: str, contract: InputContract
+) -> None:
+    units = len(contract.class_names)
+    if out_shape != (units,):
+        raise ModelError(
+            f"{name}: output shape {out_shape} does not match the input contract's {units} classes "
+            f"({', '.join(contract.class_names)}): expected a softmax of shape ({units},)"
+        )
+    if activation != "softmax":
+        raise ModelError(
+            f"{name}: the last layer {layer!r} has activation {activation!r}, not softmax; a differential "
+            "LeukoNet ends in a softmax giving one probability per cell type"
+        )
 
 
 def _converter(model: Any) -> Any:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from leukoedge.contract import CLASS_NAMES
+from leukoedge.contract import CLASS_NAMES, InputContract
 from leukoedge.errors import DataError, ImageError
 from leukoedge.inference.bundle import ModelBundle
 from leukoedge.inference.classifier import CellClassifier, ClassifierOptions
@@ -30,13 +30,19 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class EvalSet:
-    """Held-out crops (uint8 N x 64 x 64 x 3), their 0/1 labels and files."""
+    """Held-out crops (uint8 N x 64 x 64 x 3), their 0/1 labels and files.
+
+    For a differential model ``y`` is 1 for the blast classes and ``types`` holds each crop's cell
+    type as an index into ``class_names`` (the contract's); both are None for a binary model.
+    """
 
     x: np.ndarray
     y: np.ndarray
     paths: list[str]
     description: str
     errors: list[tuple[str, str]] = field(default_factory=list)
+    types: np.ndarray | None = None
+    class_names: tuple[str, ...] | None = None
 
 
 def _norm(path: str) -> str:
@@ -80,8 +86,19 @@ def assert_disjoint(
             )
 
 
-def load_eval_set(records: Sequence[Any], description: str) -> EvalSet:
-    """Decode the held-out images; unreadable files are skipped and listed."""
+def load_eval_set(records: Sequence[Any], description: str, contract: InputContract | None = None) -> EvalSet:
+    """Decode the held-out images; unreadable files are skipped and listed.
+
+    With a differential ``contract`` each label must be one of its class names (else DataError).
+    """
+    differential = contract is not None and contract.differential
+    classes = contract.class_names if differential and contract else CLASS_NAMES
+    unknown = sorted({rec.label for rec in records} - set(classes))
+    if unknown:
+        raise DataError(
+            f"held-out images ({description}) are labelled {', '.join(unknown)}, not among the model's "
+            f"classes {', '.join(classes)}"
+        )
     images, labels, paths, errors = [], [], [], []
     for rec in records:
         try:
@@ -89,22 +106,34 @@ def load_eval_set(records: Sequence[Any], description: str) -> EvalSet:
         except ImageError as e:
             errors.append((rec.path, str(e)))
             continue
-        labels.append(CLASS_NAMES.index(rec.label))
+        labels.append(classes.index(rec.label))
         paths.append(rec.path)
     if not images:
         raise DataError(f"no readable held-out images ({description}); {len(errors)} unreadable")
-    y = np.asarray(labels, dtype=np.int64)
-    require_both_classes(y, f"held-out set ({description})")
-    return EvalSet(np.stack(images), y, paths, description, errors)
+    labels_arr = np.asarray(labels, dtype=np.int64)
+    if not differential or contract is None:
+        require_both_classes(labels_arr, f"held-out set ({description})")
+        return EvalSet(np.stack(images), labels_arr, paths, description, errors)
+    y = np.isin(labels_arr, list(contract.blast_indices)).astype(np.int64)
+    require_both_classes(y, f"held-out set ({description}; blast vs every other type)")
+    return EvalSet(np.stack(images), y, paths, description, errors, labels_arr, tuple(classes))
 
 
-def predict_keras(model: Any, x: np.ndarray) -> np.ndarray:
-    """p(malignant) from the float Keras model on uint8 crops cast to float32."""
-    return np.asarray(model.predict(x.astype(np.float32), batch_size=128, verbose=0), np.float64).reshape(-1)
+def predict_keras(model: Any, x: np.ndarray, contract: InputContract | None = None) -> np.ndarray:
+    """p(malignant) from the float Keras model on uint8 crops cast to float32.
+
+    For a differential ``contract``: the N x classes probabilities, as the edge forms them.
+    """
+    out = np.asarray(model.predict(x.astype(np.float32), batch_size=128, verbose=0), np.float64)
+    if contract is not None and contract.differential:
+        return np.asarray(contract.probabilities(out), np.float64)
+    return out.reshape(-1)
 
 
 def predict_bundle(bundle: ModelBundle, x: np.ndarray, runtime: str | None = None) -> np.ndarray:
-    return CellClassifier(bundle, ClassifierOptions(runtime=runtime)).predict_proba(x)
+    """p(malignant) from a bundle, or the N x classes probabilities of a differential bundle."""
+    clf = CellClassifier(bundle, ClassifierOptions(runtime=runtime))
+    return clf.predict_probabilities(x) if bundle.contract.differential else clf.predict_proba(x)
 
 
 def model_metrics(y: np.ndarray, p: np.ndarray, threshold: float, n_boot: int, seed: int) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from leukoedge.contract import InputContract
 from leukoedge.errors import DataError, ModelError
 from leukoedge.inference.bundle import ModelBundle, write_bundle
 from leukoedge.quantize import convert
@@ -77,7 +78,8 @@ def quantize_run(
     """Convert, bundle and report; see the module docstring."""
     opts = options or QuantizeOptions()
     source = resolve_source(source_path)
-    model = convert.load_keras_model(source.model_path)
+    contract = source.contract
+    model = convert.load_keras_model(source.model_path, contract)
     splits = load_splits(source, data, opts.seed)
     if not splits["train"]:
         raise DataError("the run's split manifest has no training images to calibrate with")
@@ -87,7 +89,7 @@ def quantize_run(
         from leukoedge.train.splits import write_split_manifest
 
         source.split_manifest = write_split_manifest(out / SPLITS_FILE, splits, extra=splits.meta["extra"])
-    calib = build_calibration_set(splits["train"], opts.calibration_samples, opts.seed)
+    calib = build_calibration_set(splits["train"], opts.calibration_samples, opts.seed, contract.class_names)
     if opts.calibration_override is not None:
         calib = opts.calibration_override(calib)
     flatbuffers = {
@@ -107,30 +109,34 @@ def quantize_run(
         "calibration": {k: v for k, v in calibration_doc.items() if k not in ("files", "unreadable")}
         | {"manifest": CALIBRATION_FILE},
         "architecture": _architecture(model),
+        "training_records": [r for name in ("train", "val", "test") for r in splits[name]],
     }
     manifests = {
         v: build_manifest(name=f"{opts.name}", variant=v, spec=specs[v], **common) for v in flatbuffers
     }
     bundles = {v: write_bundle(out, f"{opts.name}_{v}", flatbuffers[v], manifests[v]) for v in flatbuffers}
-    eval_set = _held_out(splits, None, calib.paths)
+    eval_set = _held_out(splits, None, calib.paths, contract)
     report, probs, paths = _report(
         bundles, eval_set, model, calib, splits, out / REPORT_DIR, opts, calibration_doc
     )
     headline = {"report": f"{REPORT_DIR}/report.json", **report["headline"]}
     for v in flatbuffers:
+        metrics = {**(manifests[v].metrics or {}), **headline}
         bundles[v] = write_bundle(
-            out, f"{opts.name}_{v}", flatbuffers[v], replace(manifests[v], metrics=headline)
+            out, f"{opts.name}_{v}", flatbuffers[v], replace(manifests[v], metrics=metrics)
         )
     return QuantizeResult(out, bundles, report, paths)
 
 
-def _held_out(splits: Any, data: str | os.PathLike | None, calibration_paths: list[str]) -> ev.EvalSet:
+def _held_out(
+    splits: Any, data: str | os.PathLike | None, calibration_paths: list[str], contract: InputContract
+) -> ev.EvalSet:
     records, description = ev.held_out_records(splits, data)
     if not records:
         raise DataError(f"no held-out images to report on ({description})")
     training = [r.path for r in splits["train"]] + [r.path for r in splits["val"]]
     ev.assert_disjoint([r.path for r in records], calibration_paths, training)
-    return ev.load_eval_set(records, description)
+    return ev.load_eval_set(records, description, contract)
 
 
 def _extra_variants(
@@ -140,7 +146,7 @@ def _extra_variants(
     extra: dict[str, ModelBundle] = {}
     layers = debug_summary(model, calib) if opts.debugger else None
     if opts.stability:
-        calib2 = build_calibration_set(splits["train"], len(calib.paths), opts.seed + 1)
+        calib2 = build_calibration_set(splits["train"], len(calib.paths), opts.seed + 1, calib.classes)
         tflite = convert.convert_int8(model, calib2)
         doc = base.manifest.with_model(variant="int8_seed2")
         extra["int8_seed2"] = write_bundle(work, f"{base.name}_int8_seed2", tflite, doc)
@@ -194,7 +200,9 @@ def _report(
     return report, probs, paths
 
 
-def _calibration_from_doc(bundle_dir: Path) -> tuple[CalibrationSet | None, dict[str, Any] | None]:
+def _calibration_from_doc(
+    bundle_dir: Path, classes: tuple[str, ...]
+) -> tuple[CalibrationSet | None, dict[str, Any] | None]:
     """Reload the exact calibration images a bundle was made with (for the debugger)."""
     path = bundle_dir / CALIBRATION_FILE
     if not path.is_file():
@@ -212,7 +220,7 @@ def _calibration_from_doc(bundle_dir: Path) -> tuple[CalibrationSet | None, dict
         logger.warning("calibration images not available (%s); no layer statistics", e)
         return None, doc
     calib = CalibrationSet(
-        x, [f["path"] for f in files], [f["label"] for f in files], int(doc.get("seed", 0))
+        x, [f["path"] for f in files], [f["label"] for f in files], int(doc.get("seed", 0)), classes=classes
     )
     if doc.get("range_anchored"):
         calib.x[0, 0, 0, :] = 255
@@ -233,10 +241,11 @@ def report_run(
     int8 = bundles["int8"]
     bundle_dir = int8.manifest_path.parent
     source = _keras_source(int8, model_path)
-    model = convert.load_keras_model(source.model_path) if source else None
+    contract = int8.contract
+    model = convert.load_keras_model(source.model_path, contract) if source else None
     if source is None:
         logger.warning("no Keras model found (pass --model); comparing with the float32 TFLite model")
-    calib, calibration_doc = _calibration_from_doc(bundle_dir)
+    calib, calibration_doc = _calibration_from_doc(bundle_dir, contract.class_names)
     calib_paths = [f["path"] for f in (calibration_doc or {}).get("files", [])]
     splits = _splits_for_report(source, int8, data)
     if splits is None:
@@ -246,9 +255,9 @@ def report_run(
             raise DataError("no split manifest for this bundle; pass --data with labelled held-out images")
         recs = load_dataset(data).records
         ev.assert_disjoint([r.path for r in recs], calib_paths, [])
-        eval_set = ev.load_eval_set(recs, f"all images of {data}")
+        eval_set = ev.load_eval_set(recs, f"all images of {data}", contract)
     else:
-        eval_set = _held_out(splits, data, calib_paths)
+        eval_set = _held_out(splits, data, calib_paths, contract)
     opts = replace(opts, seed=int((calibration_doc or {}).get("seed", opts.seed)))
     out = Path(out_dir) if out_dir else bundle_dir / REPORT_DIR
     report, _, paths = _report(bundles, eval_set, model, calib, splits, out, opts, calibration_doc)

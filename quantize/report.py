@@ -22,6 +22,15 @@
 * ``latency``: per variant ``single_ms_median``, ``batch32_ms_per_crop_median``, ``runtime``, ``where``
 * ``gates``: ``passed`` and ``checks`` [{name, value, limit, passed, rule}]
 * ``headline``: agreement, delta_auc, sensitivity_drop, int8 auc/sensitivity/specificity, size ratio
+
+A differential (softmax) bundle is judged on p_blast (the sum over its blast classes) in every key
+above, with "malignant" meaning "a blast class"; ``eval_set.class_counts`` counts cell types, and
+``differential`` adds per cell type (:mod:`leukoedge.quantize.differential`): ``classes``,
+``blast_classes`` and ``comparisons`` per TFLite model vs the reference (``agreement``,
+``type_agreement``, ``blast_agreement``, ``confusion``, ``per_class`` {n, agreement, recall_float,
+recall_int8, recall_change, called_blast_float, called_blast_int8, called_blast_change ...},
+``not_in_eval_set``); the gates add agreement overall and per cell type and the blast recall drop
+per blast class; ``headline.differential`` the overall and per-class agreement.
 """
 
 from __future__ import annotations
@@ -40,6 +49,8 @@ from leukoedge import RESEARCH_USE_NOTICE
 from leukoedge.errors import BundleError
 from leukoedge.inference.bundle import BUNDLE_KIND, ModelBundle, load_bundle
 from leukoedge.quantize import evaluate_variants as ev
+from leukoedge.quantize.differential import compare_types, gate_checks
+from leukoedge.quantize.differential import headline as differential_headline
 
 logger = logging.getLogger(__name__)
 
@@ -139,6 +150,10 @@ def build_report(
         f"tflite_{k}": b for k, b in (extra or {}).items()
     }
     probs, reference = _predict_all(int8, tflite, eval_set, keras_model, runtime)
+    type_probs = {}
+    if probs[reference].ndim == 2:  # a differential bundle: judge p_blast here, the types below
+        type_probs = probs
+        probs = {k: np.asarray(int8.contract.p_blast(p), np.float64) for k, p in type_probs.items()}
     y = eval_set.y
     models = {k: ev.model_metrics(y, p, threshold, n_boot, seed) for k, p in probs.items()}
     comparisons = {
@@ -164,8 +179,40 @@ def build_report(
     if "tflite_int8_selective" in probs:
         report["selective"] = _selective(report)
     report["gates"] = gates.check(models[reference], models["tflite_int8"], comparisons["tflite_int8"])
+    if type_probs:
+        _add_differential(report, type_probs, eval_set, int8, gates)
     report["headline"] = _headline(report)
     return report, probs
+
+
+def _add_differential(
+    report: dict[str, Any],
+    type_probs: dict[str, np.ndarray],
+    eval_set: ev.EvalSet,
+    int8: ModelBundle,
+    gates: Gates,
+) -> None:
+    """The per-cell-type comparison of a differential bundle, and its gates added to the others."""
+    contract = int8.contract
+    ref = report["reference"]
+    names = list(contract.class_names)
+    comparisons = {
+        k: compare_types(
+            eval_set.types, names, contract.suspect_classes, type_probs[ref], p, report["threshold"]
+        )
+        for k, p in type_probs.items()
+        if k != ref
+    }
+    report["differential"] = {
+        "classes": names,
+        "blast_classes": list(contract.suspect_classes),
+        "comparisons": comparisons,
+        "predicted_types": {k: [names[i] for i in p.argmax(axis=1)] for k, p in type_probs.items()},
+    }
+    checks = report["gates"]["checks"] + gate_checks(
+        comparisons["tflite_int8"], gates.agreement, gates.sensitivity_drop
+    )
+    report["gates"] = {"passed": all(c["passed"] for c in checks), "checks": checks}
 
 
 def _predict_all(
@@ -178,7 +225,7 @@ def _predict_all(
     """Every model's probabilities, and the name of the float model the others are judged against."""
     probs: dict[str, np.ndarray] = {}
     if keras_model is not None:
-        probs["keras_float"] = ev.predict_keras(keras_model, eval_set.x)
+        probs["keras_float"] = ev.predict_keras(keras_model, eval_set.x, int8.contract)
     for key, bundle in tflite.items():
         probs[key] = ev.predict_bundle(bundle, eval_set.x, runtime)
     reference = "keras_float" if "keras_float" in probs else "tflite_float32"
@@ -205,11 +252,20 @@ def _header(int8: ModelBundle, eval_set: ev.EvalSet) -> dict[str, Any]:
         "eval_set": {
             "description": eval_set.description,
             "n": int(len(y)),
-            "class_counts": {"malignant": int(y.sum()), "non_malignant": int(len(y) - y.sum())},
+            "class_counts": _class_counts(eval_set),
             "unreadable": [{"path": p, "error": e} for p, e in eval_set.errors],
             "disjoint_from": ["calibration", "training"],
         },
     }
+
+
+def _class_counts(eval_set: ev.EvalSet) -> dict[str, int]:
+    """Images per class: malignant/non_malignant, or per cell type for a differential model."""
+    y = eval_set.y
+    if eval_set.types is None or eval_set.class_names is None:
+        return {"malignant": int(y.sum()), "non_malignant": int(len(y) - y.sum())}
+    counts = np.bincount(eval_set.types, minlength=len(eval_set.class_names))
+    return {name: int(n) for name, n in zip(eval_set.class_names, counts, strict=True)}
 
 
 def _selective(report: dict[str, Any]) -> dict[str, Any]:
@@ -245,6 +301,7 @@ def _headline(report: dict[str, Any]) -> dict[str, Any]:
     ref = report["models"][report["reference"]]
     q = report["models"]["tflite_int8"]
     cmp = report["comparisons"]["tflite_int8"]
+    d = report.get("differential")
     return {
         "reference": report["reference"],
         "n_eval": report["eval_set"]["n"],
@@ -260,7 +317,7 @@ def _headline(report: dict[str, Any]) -> dict[str, Any]:
         "int8_size_ratio": report["sizes"]["int8"]["ratio_to_float32"],
         "int8_bytes": report["sizes"]["int8"]["bytes"],
         "gates_passed": report["gates"]["passed"],
-    }
+    } | ({"differential": differential_headline(d["comparisons"]["tflite_int8"])} if d else {})
 
 
 def _clean(obj: Any) -> Any:
@@ -289,20 +346,39 @@ def write_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {k: out / f"report.{k}" for k in ("json", "md", "html")} | {"csv": out / "predictions.csv"}
+    types = (report.get("differential") or {}).get("predicted_types") or {}
+    if types:  # per-image rows belong in predictions.csv, not in report.json
+        report = {
+            **report,
+            "differential": {k: v for k, v in report["differential"].items() if k != "predicted_types"},
+        }
     clean = _clean(report)
     paths["json"].write_text(json.dumps(clean, indent=2) + "\n", encoding="utf-8")
     paths["md"].write_text(render_markdown(clean), encoding="utf-8")
     paths["html"].write_text(render_html(clean, probs, eval_set), encoding="utf-8")
-    _write_predictions(paths["csv"], probs, eval_set)
+    _write_predictions(paths["csv"], probs, eval_set, types)
     return paths
 
 
-def _write_predictions(path: Path, probs: dict[str, np.ndarray], eval_set: ev.EvalSet) -> None:
+def _write_predictions(
+    path: Path, probs: dict[str, np.ndarray], eval_set: ev.EvalSet, types: dict[str, list[str]]
+) -> None:
+    """One row per image; a differential model adds the true cell type and each model's type."""
     import csv
 
     names = list(probs)
+    typed = list(types)
+    true_types = (
+        [eval_set.class_names[int(t)] for t in eval_set.types]
+        if eval_set.types is not None and eval_set.class_names is not None and typed
+        else None
+    )
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(["path", "y_true", *names])
+        type_header = ["type_true", *(f"type_{n}" for n in typed)] if true_types else []
+        writer.writerow(["path", "y_true", *names, *type_header])
         for i, p in enumerate(eval_set.paths):
-            writer.writerow([p, int(eval_set.y[i]), *(f"{probs[n][i]:.8f}" for n in names)])
+            row = [p, int(eval_set.y[i]), *(f"{probs[n][i]:.8f}" for n in names)]
+            if true_types:
+                row += [true_types[i], *(types[n][i] for n in typed)]
+            writer.writerow(row)

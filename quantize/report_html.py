@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from leukoedge.quantize import plots
+from leukoedge.quantize import differential, plots
 from leukoedge.quantize.evaluate_variants import EvalSet
 from leukoedge.report import png_data_uri, render_page, table
 
@@ -69,6 +69,9 @@ def _summary_lines(report: dict[str, Any]) -> list[str]:
         )
         + ").",
     ]
+    diff = report.get("differential")
+    if diff:
+        lines.append(differential.summary_line(diff["comparisons"]["tflite_int8"]))
     stab = report.get("calibration_stability")
     if stab:
         d = stab["delta"]
@@ -118,6 +121,18 @@ def _flip_rows(report: dict[str, Any]) -> list[list[str]]:
 FLIP_HEADER = ["model", "true label", "float malignant -> non-malignant", "float non-malignant -> malignant"]
 
 
+def _differential_tables(report: dict[str, Any]) -> list[tuple[str, tuple[list[str], list[list[str]]]]]:
+    """Per cell type, int8 vs the float reference (a differential bundle only)."""
+    diff = report.get("differential")
+    if not diff:
+        return []
+    cmp = diff["comparisons"]["tflite_int8"]
+    return [
+        ("Per cell type: int8 vs float (95 % Wilson intervals)", differential.class_rows(cmp)),
+        ("Cell type: float (rows) vs int8 (columns)", differential.confusion_rows(cmp)),
+    ]
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     parts = [
         f"# Quantization report: {report['bundle']['name']} {report['bundle']['version']}",
@@ -127,6 +142,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     ]
     parts += [f"- {line}" for line in _summary_lines(report)]
     parts += ["", "## Metrics (95 % bootstrap intervals)", "", _md_table(*_metric_table(report))]
+    for title, (header, rows) in _differential_tables(report):
+        parts += ["", f"## {title}", "", _md_table(header, rows)]
     parts += ["", "## Decision flips vs the reference", "", _md_table(FLIP_HEADER, _flip_rows(report))]
     dp_rows = [
         [k, _f(c["abs_dp"]["mean"], 5), _f(c["abs_dp"]["p99"], 5), _f(c["abs_dp"]["max"], 5)]
@@ -230,6 +247,7 @@ def render_html(report: dict[str, Any], probs: dict[str, np.ndarray], eval_set: 
         + "</ul>",
         "<h2>Metrics (95 % bootstrap intervals)</h2>",
         table(*_metric_table(report)),
+        *(f"<h2>{html.escape(t)}</h2>" + table(*rows) for t, rows in _differential_tables(report)),
         "<h2>Decision flips vs the reference</h2>",
         "<p>A malignant-to-non-malignant flip on a truly malignant cell is a blast the int8 model misses "
         "that the float model found: the costliest kind (red frames below).</p>",

@@ -38,10 +38,12 @@ class CalibrationSet:
     #: True when one pixel was set to 255 so the uint8 input range is exactly 0-255 (scale 1.0).
     range_anchored: bool = False
     pool_size: int = 0
+    #: The classes the calibration is stratified over: the run's contract class names.
+    classes: tuple[str, ...] = CLASS_NAMES
 
     @property
     def class_counts(self) -> dict[str, int]:
-        return {c: self.labels.count(c) for c in CLASS_NAMES}
+        return {c: self.labels.count(c) for c in self.classes}
 
     def generator(self) -> Callable[[], Iterator[list[np.ndarray]]]:
         """The converter's ``representative_dataset``: one float32 1x64x64x3 image per step."""
@@ -67,15 +69,20 @@ class CalibrationSet:
         }
 
 
-def stratified_sample(records: Sequence[Any], n: int, seed: int) -> list[Any]:
-    """``n`` records (or all, if fewer) in proportion to each class, drawn with ``seed``."""
+def stratified_sample(
+    records: Sequence[Any], n: int, seed: int, classes: Sequence[str] = CLASS_NAMES
+) -> list[Any]:
+    """``n`` records (or all, if fewer) in proportion to each class, drawn with ``seed``.
+
+    Every class with images gets at least one, so a rare cell type still sets its activation ranges.
+    """
     rng = np.random.default_rng(seed)
-    by_class = {c: sorted((r for r in records if r.label == c), key=lambda r: r.path) for c in CLASS_NAMES}
+    by_class = {c: sorted((r for r in records if r.label == c), key=lambda r: r.path) for c in classes}
     total = sum(len(v) for v in by_class.values())
     if total == 0:
         return []
     n = min(n, total)
-    quota = {c: round(n * len(v) / total) for c, v in by_class.items()}
+    quota = {c: max(1 if v else 0, round(n * len(v) / total)) for c, v in by_class.items()}
     chosen = []
     for c, recs in by_class.items():
         k = min(quota[c], len(recs))
@@ -83,9 +90,11 @@ def stratified_sample(records: Sequence[Any], n: int, seed: int) -> list[Any]:
     return chosen
 
 
-def check_calibration_labels(labels: Sequence[str], what: str = "representative set") -> None:
-    """Refuse a calibration set that is too small or holds one class only."""
-    counts = {c: list(labels).count(c) for c in CLASS_NAMES}
+def check_calibration_labels(
+    labels: Sequence[str], what: str = "representative set", classes: Sequence[str] = CLASS_NAMES
+) -> None:
+    """Refuse a calibration set that is too small or lacks any of ``classes`` (naming the first)."""
+    counts = {c: list(labels).count(c) for c in classes}
     if len(labels) < MIN_CALIBRATION:
         raise DataError(
             f"the {what} has {len(labels)} readable images; int8 calibration needs at least "
@@ -94,18 +103,26 @@ def check_calibration_labels(labels: Sequence[str], what: str = "representative 
     missing = [c for c, k in counts.items() if k == 0]
     if missing:
         raise DataError(
-            f"the {what} has no {missing[0]} images ({counts}); calibrating on one class sets activation "
-            "ranges that clip the other class. Use training data with both classes"
+            f"the {what} has no {missing[0]} images ({counts}); calibrating without a class sets "
+            f"activation ranges that clip it. Use training data with every class of the model "
+            f"({', '.join(classes)})"
         )
 
 
 def build_calibration_set(
-    records: Sequence[Any], n: int = DEFAULT_CALIBRATION, seed: int = 0
+    records: Sequence[Any],
+    n: int = DEFAULT_CALIBRATION,
+    seed: int = 0,
+    classes: Sequence[str] = CLASS_NAMES,
 ) -> CalibrationSet:
-    """Draw, decode and check the calibration images from training-split ``records``."""
+    """Draw, decode and check the calibration images from training-split ``records``.
+
+    ``classes`` are the model's contract class names; the draw is stratified over them and a set
+    missing any of them is refused.
+    """
     if n < MIN_CALIBRATION:
         raise DataError(f"--calibration-samples {n} is below the minimum of {MIN_CALIBRATION}")
-    chosen = stratified_sample(records, n, seed)
+    chosen = stratified_sample(records, n, seed, classes)
     images, paths, labels, errors = [], [], [], []
     for rec in chosen:
         try:
@@ -116,9 +133,9 @@ def build_calibration_set(
             continue
         paths.append(rec.path)
         labels.append(rec.label)
-    check_calibration_labels(labels)
+    check_calibration_labels(labels, classes=classes)
     x = np.stack(images).astype(np.uint8)
-    calib = CalibrationSet(x, paths, labels, seed, errors, pool_size=len(records))
+    calib = CalibrationSet(x, paths, labels, seed, errors, pool_size=len(records), classes=tuple(classes))
     anchor_input_range(calib)
     return calib
 

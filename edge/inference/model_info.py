@@ -65,6 +65,8 @@ def describe_bundle(bundle: ModelBundle, runtime: str | None = None, probe: bool
         "quantization_source": source,
         "class_names": list(contract.class_names),
         "positive_class": contract.positive_class,
+        "contract_output": contract.output,
+        "blast_classes": list(contract.suspect_classes),
         "threshold": contract.decision_threshold,
         "input_size": contract.size,
         "crop": contract.crop.to_dict(),
@@ -174,6 +176,13 @@ def _tensor(t: dict[str, Any]) -> str:
     return f"{t.get('dtype')} {t.get('shape')} ({quant})"
 
 
+def _scores(info: dict[str, Any]) -> str:
+    """What the threshold is compared with: p(positive), or p_blast summed over a softmax's blast classes."""
+    if info.get("contract_output") == "softmax":
+        return f"softmax; p_blast = sum over {', '.join(info['blast_classes'])}"
+    return f"scores p({info['positive_class']})"
+
+
 def format_description(info: dict[str, Any]) -> str:
     """The description as text for a terminal."""
     size_kb = info["bytes"] / 1024
@@ -183,7 +192,7 @@ def format_description(info: dict[str, Any]) -> str:
         f"sha256:       {info['sha256']}",
         f"Input:        {_tensor(info['input'])}",
         f"Output:       {_tensor(info['output'])}  [from the {info['quantization_source']}]",
-        f"Classes:      {', '.join(info['class_names'])} (scores p({info['positive_class']}))",
+        f"Classes:      {', '.join(info['class_names'])} ({_scores(info)})",
         f"Threshold:    {info['threshold']}",
         f"Crop:         cell diameter = {info['crop']['cell_fraction']:.3f} of the crop side "
         f"({info['input_size']}x{info['input_size']} input)",
