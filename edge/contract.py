@@ -155,8 +155,10 @@ class InputContract:
     def probabilities(self, outputs: Any) -> Any:
         """Model outputs (N x units, dequantized) -> N x len(class_names) class probabilities.
 
-        A sigmoid output p becomes (1 - p, p) in class-name order; softmax rows are renormalised
-        (int8 outputs sum to one only to within a few steps of their grid).
+        A sigmoid output p becomes (1 - p, p) in class-name order. Softmax rows are used as the
+        model gives them: an int8 model's rows sum to one only to within a few steps of its 1/256
+        grid, and leaving them so keeps p_blast, a sum of outputs, on that grid, where the bundle's
+        snapped threshold is.
         """
         import numpy as np
 
@@ -171,8 +173,7 @@ class InputContract:
             return probs
         if out.shape[1] != len(self.class_names):
             raise ValueError(f"model gives {out.shape[1]} outputs for {len(self.class_names)} classes")
-        total = out.sum(axis=1, keepdims=True)
-        return np.divide(out, total, out=np.full_like(out, 1.0 / out.shape[1]), where=total > 0)
+        return out
 
     def p_blast(self, probabilities: Any) -> Any:
         """p_blast per row of class probabilities: the sum over the blast classes."""

@@ -61,8 +61,8 @@ def threshold_record(
             f" ({k} of {len(contract.class_names)} softmax units)"
         )
         grid["note"] = (
-            "the softmax units are renormalised to sum to one before p_blast is taken; the int8 outputs "
-            "sum to one within a few grid steps, so p_blast lies on this grid to within that"
+            "the softmax units are used as the model gives them (the int8 outputs sum to one within a "
+            "few grid steps), so p_blast, a sum of outputs, lies on this grid"
         )
     record = ThresholdRecord(
         rule=rule,
