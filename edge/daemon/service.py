@@ -172,6 +172,7 @@ class Daemon:
         """Run with the store open; return the exit status and whether to close the session."""
         self.sessions.resume_or_start(self.config.session.sample_id, self.config.session.note)
         self.sessions.write_frame_stats()  # the statistics start from zero, before the first frame
+        assert self.bundle is not None
         try:
             self._start_pipeline(self.bundle)
         except CameraError as e:

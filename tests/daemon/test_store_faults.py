@@ -34,6 +34,7 @@ TIMEOUT_S = 60
 #: Below one WAL frame (a 4 KiB page plus its header): no commit fits, a short journal does.
 FULL_DISK_BYTES = 4096
 BACKLOG = 8
+TOKEN = "a-long-enough-test-token"
 
 needs_prlimit = pytest.mark.skipif(
     not hasattr(resource, "prlimit") or not hasattr(signal, "SIGKILL"), reason="needs Linux prlimit"
@@ -99,10 +100,11 @@ class Daemon:
 
 def _config(tmp_path: Path, model: Path, state: Path, sample: str) -> Path:
     config = tmp_path / "leukoedge.toml"
+    (tmp_path / "token").write_text(TOKEN)
     config.write_text(
         f'[source]\nuri = "synthetic://?seed=2&fps=30"\n[model]\npath = "{model}"\n'
         f'[store]\nstate_dir = "{state}"\ncrops = "all"\nbacklog_limit = {BACKLOG}\n'
-        f'[http]\nport = 0\n[session]\nsample_id = "{sample}"\n'
+        f'[http]\nport = 0\ntoken_file = "{tmp_path / "token"}"\n[session]\nsample_id = "{sample}"\n'
     )
     return config
 
@@ -113,6 +115,17 @@ def _get(url: str) -> tuple[int, bytes]:
             return r.status, r.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read()
+
+
+def _post(url: str) -> tuple[int, dict]:
+    request = urllib.request.Request(
+        url, data=b"{}", method="POST", headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
 
 
 def _status(url: str) -> dict:
@@ -155,6 +168,10 @@ def test_a_full_disk_loses_no_counted_cell_and_is_unhealthy_until_it_is_written(
         metrics = _metrics(url)
         assert metrics["leukoedge_store_errors_total"] >= 1 and metrics["leukoedge_store_backlog"] >= 1
         assert metrics["leukoedge_healthy"] == 0
+        # the session cannot end while its cells wait: it stays open, and says why
+        code, answer = _post(url + "/api/sessions/stop")
+        assert code == 503 and "stays open: not saving" in answer["error"]
+        assert _status(url)["session"]["sample_id"] == "FULL"
 
         # the backlog fills (a quarter in memory, the rest in the journal) and counting stops
         health = daemon.wait_for(

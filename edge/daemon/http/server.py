@@ -266,8 +266,8 @@ class _Handler(BaseHTTPRequestHandler):
             except Exception:
                 logger.exception("health check failed")
                 ok, reason = False, "the health check failed; see the daemon's log"
-            body = {"status": "ok" if ok else "unhealthy", **({"reason": reason} if reason else {})}
-            return self._json(200 if ok else 503, body)
+            answer = {"status": "ok" if ok else "unhealthy", **({"reason": reason} if reason else {})}
+            return self._json(200 if ok else 503, answer)
         if path == "/metrics":
             text = prometheus.render(app.provider.metrics(), app.provider.healthy())
             return self._send(200, text.encode("utf-8"), prometheus.CONTENT_TYPE)
