@@ -132,6 +132,11 @@ def _status(url: str) -> dict:
     return json.loads(_get(url + "/api/status")[1])
 
 
+def _waiting_cells(status: dict) -> int:
+    """Cells counted in the session (this run, fresh state) and not yet stored."""
+    return status["counts"]["cells_total"] - status["session"]["cells"]
+
+
 def _metrics(url: str) -> dict[str, float]:
     text = _get(url + "/metrics")[1].decode()
     return {m[1]: float(m[2]) for m in re.finditer(r"^(leukoedge_\w+) (\S+)$", text, re.M)}
@@ -185,8 +190,8 @@ def test_a_full_disk_loses_no_counted_cell_and_is_unhealthy_until_it_is_written(
         assert "counting stopped" in daemon.log
 
         daemon.file_size_limit(resource.RLIM_INFINITY)  # space again
-        daemon.wait_for(lambda: _get(url + "/healthz")[0] == 200, "healthy again")
-        assert _status(url)["health"]["store_backlog"] == 0
+        daemon.wait_for(lambda: _status(url)["health"]["store_backlog"] == 0, "the backlog written")
+        assert _get(url + "/healthz")[0] == 200
         assert not (state / JOURNAL_NAME).exists()
         daemon.wait_for(lambda: "counting again" in daemon.log, "counting again")
 
@@ -212,7 +217,7 @@ def test_sigterm_on_a_full_disk_keeps_the_cells_and_exits_with_a_clear_message(t
         url = daemon.wait_for(lambda: re.search(r"status page at (\S+)", daemon.log), "the URL")[1]
         daemon.wait_for(lambda: _status(url)["session"]["cells"] >= 2, "2 stored cells")
         daemon.file_size_limit(FULL_DISK_BYTES)
-        daemon.wait_for(lambda: _status(url)["health"]["store_backlog"] >= 2, "cells waiting")
+        daemon.wait_for(lambda: _waiting_cells(_status(url)) >= 2, "cells waiting")
         daemon.proc.send_signal(signal.SIGTERM)
         assert daemon.wait() == 5, daemon.log
     finally:
