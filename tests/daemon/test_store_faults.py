@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 from support.model import make_test_bundle
-from support.provider import make_cell
+from support.provider import crop, make_cell
 
 from leukoedge.daemon.store.database import DB_NAME, Store
 from leukoedge.daemon.store.journal import JOURNAL_NAME
@@ -341,3 +341,30 @@ def test_the_journal_of_an_earlier_run_is_stored_once_in_order(tmp_path):
         assert [c["track_id"] for c in store.session_cells(sid)] == [1, 2, 3]  # track 1 not twice
         assert replayed == [(sid, False), (sid, True)]
         assert store.frame_stats(sid)[0]["frames_captured"] == 10
+
+
+def test_a_failing_store_keeps_writes_in_order_up_to_the_limit(tmp_path):
+    state = tmp_path / "state"
+    with Store(state, crops="all") as store:
+        sid = store.start_session("ORDER")
+        writer = StoreWriter(limit=BACKLOG)
+        writer.attach(store)
+        store.conn.execute("PRAGMA query_only = ON")  # every write now fails in SQLite itself
+        writer.start()
+        accepted = [writer.submit_cell(sid, make_cell(t, blast=False), crop()) for t in range(1, BACKLOG + 3)]
+        assert accepted == [True] * BACKLOG + [False, False]
+        assert writer.full and not writer.admit() and "not counting" in writer.problem()
+        assert not writer.drain(timeout=1.0) and "readonly" in writer.failing and writer.errors >= 1
+        # a quarter in memory with their crops, the rest in the journal without
+        journal = [json.loads(line) for line in (state / JOURNAL_NAME).read_text().splitlines()]
+        assert [r["cell"]["track_id"] for r in journal] == list(range(BACKLOG // 4 + 1, BACKLOG + 1))
+
+        store.conn.execute("PRAGMA query_only = OFF")  # the store can be written again
+        assert writer.drain(timeout=30)
+        assert writer.admit() and writer.problem() == "" and writer.finish() == 0
+        cells = store.session_cells(sid)
+        assert [c["track_id"] for c in cells] == list(range(1, BACKLOG + 1))  # in order, each once
+        assert [c["crop_state"] for c in cells] == ["saved"] * (BACKLOG // 4) + ["none"] * (
+            BACKLOG - BACKLOG // 4
+        )
+        assert not (state / JOURNAL_NAME).exists()
