@@ -88,7 +88,8 @@ def daemon_cmd(config_path: Path | None, log_level: str, **options: Any) -> None
     """Run the microscope daemon: capture, detect, track, classify and count white cells.
 
     Exits 0 after SIGTERM or the end of the frames, 3 when the camera fails for good (so systemd
-    restarts it), 2 on a configuration or model error. SIGHUP reloads the configuration and model.
+    restarts it), 2 on a configuration, model or database error, 5 when counted cells could not be
+    stored at the stop (they wait in the store's journal). SIGHUP reloads the configuration and model.
     """
     from leukoedge.daemon.service import Daemon
 

@@ -122,6 +122,9 @@ class StoreConfig:
     crops: str = _key("blasts", "which crops to save", choices=("all", "blasts", "none"))
     disk_budget_mb: float = _key(2048.0, "most disk space crops may use", lo=0)
     min_free_mb: float = _key(512.0, "stop saving crops when the disk has less free space", lo=0)
+    backlog_limit: int = _key(
+        5000, "most writes kept while the store cannot be written; when reached, counting stops", lo=1
+    )
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,9 @@ EXIT_OK = 0
 EXIT_CAMERA = 3
 #: Frame processing failed persistently.
 EXIT_PROCESSING = 4
+#: At the stop, counted cells could not be stored (they are in the store's journal, or lost, as
+#: logged) or the session could not be closed.
+EXIT_STORE = 5
 
 _TICK_S = 0.1
 _STATUS_EVERY_S = 2.0
@@ -102,7 +105,7 @@ class Daemon:
         self.exit_reason = ""
         self.reloads = 0
         self.queue = LatestQueue(config.pipeline.queue_size)
-        self.writer = StoreWriter()
+        self.writer = StoreWriter(config.store.backlog_limit)
         self.stats = DaemonStatus(self)
         frame_stats = FrameStats(self.stats.counters, self.writer, config.pipeline.stats_interval_s)
         self.sessions = Sessions(self.writer, frame_stats)
@@ -121,6 +124,7 @@ class Daemon:
         c = self.config.store
         self.store = Store(Path(c.state_dir), c.crops, c.disk_budget_mb, c.min_free_mb).open()
         self.sessions.store = self.store
+        self.writer.attach(self.store, self.sessions.committed)
 
     def _start_pipeline(self, bundle: ModelBundle) -> None:
         cfg = self.config
@@ -158,29 +162,32 @@ class Daemon:
         self.token = check_startup(self.config)
         self.bundle = self._load_model(self.config)
         self._open_store()
-        code = EXIT_OK
-        close_session = False  # only a clean stop ends the session; after a failure the restart continues it
+        # only a clean stop ends the session; after a failure the restart continues it
+        code, close_session = EXIT_OK, False
         try:
-            self.sessions.resume_or_start(self.config.session.sample_id, self.config.session.note)
-            self.sessions.write_frame_stats()  # the statistics start from zero, before the first frame
-            try:
-                self._start_pipeline(self.bundle)
-            except CameraError as e:
-                if self.stop_requested.is_set():
-                    close_session = True  # stopped while the camera was still opening
-                    return code
-                self.exit_reason = str(e)
-                logger.error("camera did not start: %s", e)
-                code = EXIT_CAMERA
-                return code
-            self._start_http()
-            self.notifier.ready(self.stats.line())
-            logger.info("running: source %s", self.config.source.uri)
-            code = self._supervise()
-            close_session = code == EXIT_OK
+            code, close_session = self._run_open()
         finally:
-            self._shutdown(close_session)
-        return code
+            stored = self._shutdown(close_session)
+        return EXIT_STORE if code == EXIT_OK and not stored else code
+
+    def _run_open(self) -> tuple[int, bool]:
+        """Run with the store open; return the exit status and whether to close the session."""
+        self.sessions.resume_or_start(self.config.session.sample_id, self.config.session.note)
+        self.sessions.write_frame_stats()  # the statistics start from zero, before the first frame
+        assert self.bundle is not None
+        try:
+            self._start_pipeline(self.bundle)
+        except CameraError as e:
+            if self.stop_requested.is_set():
+                return EXIT_OK, True  # stopped while the camera was still opening
+            self.exit_reason = str(e)
+            logger.error("camera did not start: %s", e)
+            return EXIT_CAMERA, False
+        self._start_http()
+        self.notifier.ready(self.stats.line())
+        logger.info("running: source %s", self.config.source.uri)
+        code = self._supervise()
+        return code, code == EXIT_OK
 
     def _exit_code(self, now: float, deadline: float) -> int | None:
         """The status to exit with now, or None to carry on."""
@@ -272,12 +279,13 @@ class Daemon:
         """Called on the processing thread for each counted cell: queue its commit to the store."""
         blast = cell.suspected_blast
         session_id = self.sessions.current_id
+        if session_id is not None and not self.writer.admit():
+            self.stats.not_counted_total += 1  # the store cannot keep it, so it is not counted
+            return
         self.stats.counted(blast, in_session=session_id is not None, cell_type=cell.label)
         if session_id is None or self.store is None:
             return
-        self.writer.submit(
-            self.store.add_cell, session_id, cell, crop, then=self._committed(session_id, cell, blast)
-        )
+        self.writer.submit_cell(session_id, cell, crop, then=self._committed(session_id, cell, blast))
 
     def _committed(self, session_id: int, cell: CountedCell, blast: bool) -> Callable[[Any], None]:
         def done(cell_id: Any) -> None:
@@ -288,7 +296,8 @@ class Daemon:
         return done
 
     # -- stop --------------------------------------------------------------------------------------
-    def _shutdown(self, close_session: bool) -> None:
+    def _shutdown(self, close_session: bool) -> bool:
+        """Stop the threads, store what waits, close the session if asked; False if something is unstored."""
         self.notifier.stopping()
         for thread in (self.capture, self.process):
             if thread is not None:
@@ -300,18 +309,14 @@ class Daemon:
                 self.capture.join(1.0)
         if self.process is not None and self.process.ident is not None:
             self.process.join(30.0)
-        if self.store is not None:
-            if self.capture is not None:
-                self.sessions.write_frame_stats()
-            if self.writer.is_alive():
-                self.writer.finish()
-            self.sessions.detach(close_session)
+        stored = self.store is None or self.sessions.finish(close_session, self.capture is not None)
         if self.http is not None:
             self.http.stop()
         if self.store is not None:
             self.store.close()
         self.notifier.close()
-        logger.info("stopped: %s", self.exit_reason or "done")
+        logger.info("stopped: %s; %s", self.exit_reason or "done", self.stats.stored_line())
+        return stored
 
 
 def check_stall(cap: CaptureThread, source: SourceConfig, now: float, flagged: float) -> float:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -18,9 +19,12 @@ from typing import Any
 
 from leukoedge.daemon.store.database import Store
 from leukoedge.daemon.store.writer import StoreWriter
-from leukoedge.errors import SessionError, StoreUnavailable
+from leukoedge.errors import LeukoEdgeError, SessionError, StoreUnavailable
 
 logger = logging.getLogger(__name__)
+
+#: How long stopping a session waits for its cells to be stored (when the store is being written).
+STOP_WAIT_S = 30.0
 
 #: (frames captured, processed, dropped, seconds spent processing, frames timed): running totals.
 Counters = tuple[int, int, int, float, int]
@@ -45,7 +49,7 @@ class FrameStats:
         if b_session is not None and store is not None:
             d = [now - then for now, then in zip(counters, base, strict=True)]
             mean_ms = 1000.0 * d[3] / d[4] if d[4] else None
-            self.writer.submit(store.add_frame_stats, b_session, b_start, d[0], d[1], d[2], mean_ms)
+            self.writer.submit_frame_stats(b_session, b_start, d[0], d[1], d[2], mean_ms)
         if reset or start != b_start or session_id != b_session:
             self._bucket = (start, session_id, counters)
 
@@ -158,17 +162,43 @@ class Sessions:
             self.frame_stats.write(store, session_id)
             self.adopt(None)
             self.frame_stats.restart()
-        self.writer.drain()
+        if not self.writer.drain(0 if self.writer.failing else STOP_WAIT_S):
+            with self.lock:
+                if self._id is None:
+                    self.adopt(store.session(session_id))
+            why = self.writer.problem() or "its cells are still being stored"
+            raise StoreUnavailable(f"session {session_id} stays open: {why}")
         store.stop_session(session_id)
         return store.session_summary(session_id)
 
-    def detach(self, close: bool) -> None:
-        """Stop counting into the session (shutdown); end it in the store only on a clean stop."""
+    def finish(self, close: bool, write_stats: bool = True) -> bool:
+        """At the stop: store what waits (the rest goes to the journal) and close the session if
+        asked and nothing is left unstored. False when something is unstored or left open."""
+        if write_stats:
+            self.write_frame_stats()
+        unstored = self.writer.finish()
+        if close and unstored:
+            logger.error("the session stays open until the cells kept in the journal are stored")
+        return self.detach(close and not unstored) and not unstored
+
+    def detach(self, close: bool) -> bool:
+        """Stop counting into the session (shutdown); end it in the store only on a clean stop.
+
+        False (and logged) when the session should have been closed and could not be.
+        """
         with self.lock:
             session_id, self._id = self._id, None
         if close and session_id is not None and self.store is not None:
-            self.store.stop_session(session_id)
+            try:
+                self.store.stop_session(session_id)
+            except (sqlite3.Error, OSError, LeukoEdgeError) as e:
+                logger.error(
+                    "session %d could not be closed (%s): it stays open; the next start continues it, "
+                    "or 'leukoedge session stop' closes it", session_id, e,
+                )  # fmt: skip
+                return False
             logger.info("session %d closed", session_id)
+        return True
 
     # -- what the HTTP server shows of the store ---------------------------------------------------
     def list_sessions(self) -> list[dict[str, Any]]:

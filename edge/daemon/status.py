@@ -31,6 +31,8 @@ class DaemonStatus:
         self.uncounted_total = 0
         #: Cells counted since start, by the label (cell type) the model gave them.
         self.by_type: dict[str, int] = {}
+        #: Cells seen but not counted because the store's backlog was full.
+        self.not_counted_total = 0
         self._jpeg_cache: tuple[int, bytes] | None = None
 
     def counted(self, blast: bool, in_session: bool, cell_type: str | None = None) -> None:
@@ -41,6 +43,11 @@ class DaemonStatus:
         self.cells_total += 1
         self.blasts_total += int(blast)
         self.uncounted_total += int(not in_session)
+
+    def stored_line(self) -> str:
+        """How many cells this run counted into a session and how many of them it stored."""
+        counted = self.cells_total - self.uncounted_total
+        return f"{counted} cells counted in a session, {self.daemon.writer.cells_stored} stored"
 
     def counters(self) -> Counters:
         d = self.daemon
@@ -76,6 +83,7 @@ class DaemonStatus:
                 "blasts_total": self.blasts_total,
                 "uncounted_no_session": self.uncounted_total,
                 "cell_types": dict(self.by_type),
+                "not_counted_store_full": self.not_counted_total,
                 "live_tracks": proc.processor.tracker.live_count if proc else 0,
             },
             "session": d.sessions.current(),
@@ -91,6 +99,11 @@ class DaemonStatus:
                 "frames_flowing": self.frames_flowing(),
                 "model_loaded": bundle is not None,
                 "store_errors": d.writer.errors,
+                "store_backlog": d.writer.pending,
+                "store_journaled": d.writer.journaled,
+                "saving": not d.writer.failing and not d.writer.full,
+                "counting": not d.writer.full,
+                "reason": self.health_reason(),
                 "processing_errors": proc.errors if proc else 0,
                 **(d.sessions.storage_health() or {}),
             },
@@ -117,6 +130,8 @@ class DaemonStatus:
             "camera_reconnects_total": cap.reconnects if cap else 0,
             "crops_saved_total": health.get("crops_saved_total", 0),
             "disk_budget_used_ratio": health.get("disk_budget_used_ratio", 0.0),
+            "store_errors_total": self.daemon.writer.errors,
+            "store_backlog": self.daemon.writer.pending,
         }
 
     def latest_jpeg(self) -> bytes | None:
@@ -139,7 +154,20 @@ class DaemonStatus:
         return last is not None and time.monotonic() - last <= self.daemon.config.source.stall_timeout_s
 
     def healthy(self) -> bool:
-        return self.daemon.bundle is not None and self.frames_flowing()
+        """The model is loaded, frames flow, and what is counted is being saved."""
+        return not self.health_reason()
+
+    def health_reason(self) -> str:
+        """Why the daemon is unhealthy ("" when it is healthy)."""
+        reasons = []
+        if self.daemon.bundle is None:
+            reasons.append("no model loaded")
+        if not self.frames_flowing():
+            reasons.append("no frames processed recently")
+        store = self.daemon.writer.problem()
+        if store:
+            reasons.append(store)
+        return "; ".join(reasons)
 
     # -- sessions, for the HTTP server -------------------------------------------------------------
     def start_session(self, sample_id: str, note: str = "") -> dict[str, Any]:

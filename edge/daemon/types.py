@@ -99,9 +99,9 @@ class StatusProvider(Protocol):
     (or None), ``camera`` (state, uri, reconnects), ``model`` (name, sha256), ``health`` (flags),
     ``uptime_s``. ``metrics()`` holds the Prometheus figures, see :data:`METRIC_KEYS`.
     ``latest_jpeg()`` is the latest annotated frame as JPEG bytes (None before the first frame).
-    ``healthy()`` is True while frames flow and the model is loaded. ``start_session`` and
-    ``stop_session`` return the session as a dict (``stop_session`` its summary) and raise
-    ``LeukoEdgeError`` subclasses on misuse (e.g. ConfigError for an empty sample id).
+    ``healthy()`` is True while frames flow, the model is loaded and counted cells are saved.
+    ``start_session`` and ``stop_session`` return the session as a dict (``stop_session`` its
+    summary) and raise ``LeukoEdgeError`` subclasses on misuse (e.g. ConfigError for an empty sample id).
     ``list_sessions``, ``session_summary`` and ``active_summary`` read the session store and raise
     ``StoreUnavailable`` without one (``NoSuchSession`` for an unknown id); ``storage_health`` is the
     store's disk figures, or None without a store.
@@ -145,6 +145,8 @@ METRIC_KEYS: tuple[str, ...] = (
     "camera_reconnects_total",
     "crops_saved_total",
     "disk_budget_used_ratio",
+    "store_errors_total",
+    "store_backlog",
 )
 
 #: Histogram bucket bounds for per-frame inference (detection + classification) time, in seconds.

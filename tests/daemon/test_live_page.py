@@ -67,3 +67,29 @@ def test_the_screenshot_shows_the_page_and_the_stream(page_url: str, tmp_path: P
     assert pixels.std() > 20  # not a blank page
     stream = np.all(np.abs(pixels - np.array(FRAME_RGB)) < 25, axis=2)
     assert stream.mean() > 0.1  # the frame colour covers a good part of the page: the stream is drawn
+
+
+class NotSavingProvider(FakeProvider):
+    """A daemon whose store cannot be written: its status says so, as DaemonStatus does."""
+
+    def status(self) -> dict:
+        status = super().status()
+        status["health"] = {
+            "healthy": False, "saving": False, "counting": True, "store_backlog": 4,
+            "reason": "not saving: the session store cannot be written (database or disk is full)",
+        }  # fmt: skip
+        return status
+
+
+def test_the_page_says_when_counts_are_not_saved(tmp_path: Path) -> None:
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    provider = NotSavingProvider(None)
+    provider.is_healthy = False
+    with StatusServer("127.0.0.1", 0, provider, stream_fps=10) as server:
+        result = chromium(tmp_path, "--dump-dom", server.url + "/")
+    dom = result.stdout
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert '<p class="alert" id="saving">Not saving \u2013 4 waiting to be saved.' in dom
+    assert "database or disk is full" in dom
+    assert 'class="badge bad">unhealthy<' in dom

@@ -26,6 +26,8 @@ METRICS: dict[str, tuple[str, str]] = {
     "camera_reconnects_total": ("counter", "Times the camera was reopened after a failure."),
     "crops_saved_total": ("counter", "Cell crops saved to disk."),
     "disk_budget_used_ratio": ("gauge", "Share of the crop disk budget in use (1 = full)."),
+    "store_errors_total": ("counter", "Failed writes to the session store (each retry counts)."),
+    "store_backlog": ("gauge", "Writes (counted cells, frame figures) waiting for the session store."),
     "inference_seconds": ("histogram", "Time to detect and classify the cells of one frame, in seconds."),
 }
 
@@ -69,7 +71,7 @@ def render(metrics: dict[str, Any], healthy: bool | None = None) -> str:
     out: list[str] = []
     if healthy is not None:
         out += [
-            f"# HELP {PREFIX}healthy 1 while frames flow and the model is loaded, else 0.",
+            f"# HELP {PREFIX}healthy 1 while frames flow, the model is loaded and counts are saved, else 0.",
             f"# TYPE {PREFIX}healthy gauge",
             f"{PREFIX}healthy {int(bool(healthy))}",
         ]

@@ -267,10 +267,12 @@ class _Handler(BoundedRequestHandler):
         if path == "/healthz":
             try:
                 ok = bool(app.provider.healthy())
+                reason = "" if ok else str(getattr(app.provider, "health_reason", str)())
             except Exception:
                 logger.exception("health check failed")
-                ok = False
-            return self._json(200 if ok else 503, {"status": "ok" if ok else "unhealthy"})
+                ok, reason = False, "the health check failed; see the daemon's log"
+            answer = {"status": "ok" if ok else "unhealthy", **({"reason": reason} if reason else {})}
+            return self._json(200 if ok else 503, answer)
         if path == "/metrics":
             text = prometheus.render(app.provider.metrics(), app.provider.healthy())
             return self._send(200, text.encode("utf-8"), prometheus.CONTENT_TYPE)

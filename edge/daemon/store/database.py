@@ -29,7 +29,7 @@ import numpy as np
 
 from leukoedge.daemon.store import cropfiles as cropio
 from leukoedge.daemon.store.cropstore import CropAccounting
-from leukoedge.daemon.store.schema import migrate
+from leukoedge.daemon.store.schema import check_usable, migrate
 from leukoedge.daemon.store.summary import blast_summary
 from leukoedge.daemon.types import CountedCell
 from leukoedge.errors import ConfigError, DataError, NoSuchSession, SessionError
@@ -44,6 +44,7 @@ _CELL_COLUMNS = (
     "id, session_id, track_id, first_seen_ts, last_seen_ts, x0, y0, x1, y1, p_malignant, label, "
     "n_classifications, model_sha256, crop_path, crop_bytes, crop_state, suspected_blast"
 )
+_HAS_CELL = "SELECT 1 FROM cells WHERE session_id = ? AND track_id = ? LIMIT 1"
 _SESSION_QUERY = """
 SELECT s.id, s.sample_id, s.note, s.started_at, s.ended_at,
        COUNT(c.id) AS cells, COALESCE(SUM(c.suspected_blast), 0) AS blasts
@@ -104,6 +105,7 @@ class Store(CropAccounting):
             except (OSError, sqlite3.Error) as e:
                 raise DataError(f"cannot open the session database {self.db_path}: {e}") from e
             try:
+                check_usable(conn, self.db_path)  # before WAL mode changes another program's file
                 self._configure(conn)
                 migrate(conn)
             except sqlite3.Error as e:
@@ -164,7 +166,7 @@ class Store(CropAccounting):
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
-            conn.execute("COMMIT")
+            _commit(conn)
 
     def _query(self, sql: str, params: tuple = ()) -> list[dict[str, Any]]:
         with self._lock:
@@ -253,26 +255,35 @@ class Store(CropAccounting):
         }
 
     # -- cells and frame statistics -------------------------------------------------------------
-    def add_cell(self, session_id: int, cell: CountedCell, crop_rgb: np.ndarray | None = None) -> int:
+    def add_cell(
+        self, session_id: int, cell: CountedCell, crop_rgb: np.ndarray | None = None, late: bool = False
+    ) -> int:
         """Record one counted cell (committed before returning) and, if configured and possible, its crop.
 
         A crop that cannot be saved (disk nearly full, budget spent, write error) never stops the
-        cell from being recorded; :meth:`health` says why crops are off.
+        cell from being recorded; :meth:`health` says why crops are off. ``late``: counted before
+        the session ended, stored after (from the journal).
         """
         with self._lock:
             png, state = self._prepare_crop(cell.suspected_blast, crop_rgb)
             if png is not None and not self._room_for(len(png)):
                 png, state = None, "skipped"
                 self.saver.skipped_total += 1
-            return self._insert_cell(session_id, cell, png, state)
+            return self._insert_cell(session_id, cell, png, state, late)
 
-    def _insert_cell(self, session_id: int, cell: CountedCell, png: bytes | None, state: str) -> int:
+    def has_cell(self, session_id: int, track_id: int) -> bool:
+        """Whether the session already holds the cell of this track (track ids are unique in a session)."""
+        return bool(self._query(_HAS_CELL, (int(session_id), int(track_id))))
+
+    def _insert_cell(
+        self, session_id: int, cell: CountedCell, png: bytes | None, state: str, late: bool
+    ) -> int:
         x0, y0, x1, y1 = (int(v) for v in cell.bbox)
         with self._tx() as conn:
             active = conn.execute("SELECT ended_at FROM sessions WHERE id = ?", (int(session_id),)).fetchone()
             if active is None:
                 raise NoSuchSession(f"no session {session_id}")
-            if active[0] is not None:
+            if active[0] is not None and not late:
                 raise SessionError(f"session {session_id} has ended; cells cannot be added")
             cur = conn.execute(
                 "INSERT INTO cells (session_id, track_id, first_seen_ts, last_seen_ts, x0, y0, x1, y1, "
@@ -315,6 +326,19 @@ class Store(CropAccounting):
             "FROM frame_stats WHERE session_id = ? ORDER BY minute_start_ts",
             (int(session_id),),
         )
+
+
+def _commit(conn: sqlite3.Connection) -> None:
+    """COMMIT; when it fails (a full disk) roll back, as the transaction may still be open."""
+    try:
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error as e:
+                logger.debug("rollback after a failed commit failed: %s", e)
+        raise
 
 
 def _session_dict(row: dict[str, Any]) -> dict[str, Any]:

@@ -75,6 +75,42 @@ SCHEMA_VERSION = len(MIGRATIONS)
 CROP_STATES = ("none", "saved", "skipped", "failed", "evicted")
 
 
+#: Tables every leukoedge session database of version 1 or later holds.
+OUR_TABLES = frozenset({"sessions", "cells", "frame_stats"})
+
+
+def check_usable(conn: sqlite3.Connection, path: object) -> None:
+    """DataError, saying what to do, when ``path`` is another program's database or is damaged.
+
+    A database of version 0 must be empty (a new file); a later one must hold our tables. Then
+    ``PRAGMA quick_check`` reads every page, so a damaged page is found at start, not mid-smear.
+    """
+    try:
+        version = schema_version(conn)
+        tables = {
+            r[0]
+            for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            if not str(r[0]).startswith("sqlite_")
+        }
+        if (version == 0 and tables) or (0 < version <= SCHEMA_VERSION and not tables >= OUR_TABLES):
+            raise DataError(
+                f"{path} is not a leukoedge session database (it holds the tables "
+                f"{', '.join(sorted(tables)) or 'of another program'}); leukoedge will not write into it. "
+                "Move it away, or point store.state_dir at another folder"
+            )
+        problems = [str(r[0]) for r in conn.execute("PRAGMA quick_check(3)")]
+    except sqlite3.DatabaseError as e:
+        if isinstance(e, sqlite3.OperationalError):
+            raise
+        problems = [str(e)]
+    if problems != ["ok"]:
+        raise DataError(
+            f"the session database {path} is damaged ({'; '.join(problems)}). Stop the daemon, keep a copy "
+            f"of the file, recover what it holds with: sqlite3 {path} .recover | sqlite3 recovered.db - "
+            "then put recovered.db in its place (or move the damaged file away to start an empty one)"
+        )
+
+
 def schema_version(conn: sqlite3.Connection) -> int:
     return int(conn.execute("PRAGMA user_version").fetchone()[0])
 

@@ -136,6 +136,17 @@ function showFacts(status) {
   const up = num(status.uptime_s);
   setText("uptime", up == null ? "\u2013" : formatDuration(up));
   if (status.notice) setText("notice", status.notice);
+  showSaving(status.health || {});
+}
+
+// A red line while counted cells cannot be saved (and, with a full backlog, are not counted).
+function showSaving(h) {
+  const el = $("saving");
+  const problem = h.saving === false || h.counting === false;
+  el.hidden = !problem;
+  if (!problem) return;
+  const head = h.counting === false ? "Not saving, not counting" : "Not saving";
+  el.textContent = head + " \u2013 " + (num(h.store_backlog) || 0) + " waiting to be saved. " + (h.reason || "");
 }
 
 function formatDuration(s) {
