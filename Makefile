@@ -6,7 +6,7 @@ test:
 lint:
 	ruff check . && ruff format --check .
 
-# Retrain and requantize the bundled default model from ../shared/data/aml-lmu.
+# Retrain and requantize the bundled default model (the differential LeukoNet) from ../shared/data.
 default-model:
 	bash tools/build_default_model.sh
 

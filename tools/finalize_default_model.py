@@ -94,6 +94,16 @@ def main(work: Path, out_dir: Path, external: Path | None) -> None:
         "commands": [commands.get("train"), commands.get("quantize")],
     }
     limits = list(DIFFERENTIAL_LIMITS if bundle.contract.differential else BINARY_LIMITS)
+    recorded = manifest.metrics or {}
+    if recorded.get("gates_passed") is False:
+        worst = (recorded.get("differential") or {}).get("lowest_class_agreement") or {}
+        limits.insert(
+            0,
+            f"An int8 accuracy gate failed at quantization: float-vs-int8 agreement "
+            f"{recorded.get('agreement', float('nan')):.4f} on the blast decision; lowest per-class "
+            f"agreement {worst.get('agreement', float('nan')):.3f} ({worst.get('class', '?')}). "
+            "See the quantization report.",
+        )
     ext = None
     if external is not None and external.exists():
         ext = external_specificity(CellClassifier(bundle), external)
