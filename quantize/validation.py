@@ -110,8 +110,8 @@ def differential_limits(
     if thumbs:
         limits.append(
             f"Not validated on full-resolution cells of {', '.join(thumbs)}: their images are thumbnail "
-            "cuts (about 108 px) upscaled to the model input; full-resolution cells of these types may score "
-            "differently."
+            "cuts (about 108 px, a quarter of the full resolution); full-resolution cells of these types "
+            "may score differently."
         )
     test = (validation or {}).get("test") or {}
     few = [

@@ -70,18 +70,6 @@ BINARY_LIMITS = [
     "(lymphocytes, monocytes, immature granulocytes, basophils, other blasts) were never seen.",
     "Research use only; not a medical device; not validated for diagnosis.",
 ]
-DIFFERENTIAL_LIMITS = [
-    "Trained and validated on one scanner only (Precipoint M8, Munich University Hospital, "
-    "May-Gruenwald-Giemsa): myeloblasts and segmented neutrophils at 400 px, every other cell type "
-    "only as ~108 px thumbnails, several of them rotated or zoomed copies of a few cells (grouped "
-    "before splitting, so their per-type intervals are wide).",
-    "Not validated on: blasts from any other microscope, full-resolution LMU cells of the thumbnail "
-    "types, smear fields from a Raspberry Pi camera. Validate on the microscope it runs on before "
-    "trusting a blast percentage.",
-    "The cell type of a cell from another scanner is often wrong even where the blast decision holds "
-    "(on pbc-external many normal cells are typed erythroblast).",
-    "Research use only; not a medical device; not validated for diagnosis.",
-]
 
 
 def main(work: Path, out_dir: Path, external: Path | None) -> None:
@@ -93,7 +81,13 @@ def main(work: Path, out_dir: Path, external: Path | None) -> None:
         "make_target": "make default-model",
         "commands": [commands.get("train"), commands.get("quantize")],
     }
-    limits = list(DIFFERENTIAL_LIMITS if bundle.contract.differential else BINARY_LIMITS)
+    if bundle.contract.differential:  # the quantizer wrote what the data says the model is not validated on
+        limits = [
+            *(manifest.limits or []),
+            "Research use only; not a medical device; not validated for diagnosis.",
+        ]
+    else:
+        limits = list(BINARY_LIMITS)
     recorded = manifest.metrics or {}
     if recorded.get("gates_passed") is False:
         worst = (recorded.get("differential") or {}).get("lowest_class_agreement") or {}
