@@ -79,7 +79,8 @@ def test_bundle_gives_probabilities_per_class_in_the_classifier(diff: dict[str, 
     x = np.stack([load_cell(p) for p, _ in tests])
     probs = clf.predict_probabilities(x)
     assert probs.shape == (len(tests), len(DIFF_CLASSES))
-    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-6)
+    # int8 softmax rows sum to one within a few steps of the 1/256 output grid
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=4 / 256)
     results = clf.classify(x)
     assert {r.label for r in results} <= set(DIFF_CLASSES)
     # the tiny model has learned the three shapes: most test cells get their own type

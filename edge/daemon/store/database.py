@@ -106,7 +106,7 @@ class Store(CropAccounting):
                 raise DataError(f"cannot open the session database {self.db_path}: {e}") from e
             try:
                 check_usable(conn, self.db_path)  # before WAL mode changes another program's file
-                self._configure(conn)
+                _configure(conn)
                 migrate(conn)
             except sqlite3.Error as e:
                 conn.close()
@@ -122,15 +122,6 @@ class Store(CropAccounting):
                 cropio.sweep(self.crops_dir, referenced, self.state_dir)
             self._crop_bytes = self._used_crop_bytes()
             return self
-
-    @staticmethod
-    def _configure(conn: sqlite3.Connection) -> None:
-        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise sqlite3.OperationalError(f"WAL journal mode unavailable (got {mode})")
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA foreign_keys=ON")
-        conn.execute("PRAGMA busy_timeout=10000")
 
     def close(self) -> None:
         with self._lock:
@@ -326,6 +317,16 @@ class Store(CropAccounting):
             "FROM frame_stats WHERE session_id = ? ORDER BY minute_start_ts",
             (int(session_id),),
         )
+
+
+def _configure(conn: sqlite3.Connection) -> None:
+    """WAL, full sync, foreign keys and a busy timeout on a freshly opened connection."""
+    mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+    if str(mode).lower() != "wal":
+        raise sqlite3.OperationalError(f"WAL journal mode unavailable (got {mode})")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA busy_timeout=10000")
 
 
 def _commit(conn: sqlite3.Connection) -> None:
