@@ -23,7 +23,7 @@ import numpy as np
 
 from leukoedge.contract import DIFFERENTIAL_BLAST_CLASSES, DIFFERENTIAL_CLASSES
 from leukoedge.metrics import wilson_interval
-from leukoedge.train.scoring import choose_thresholds, evaluate_scores
+from leukoedge.train.scoring import _with_margin, choose_thresholds, evaluate_scores
 
 
 def _rate(k: int, n: int) -> dict[str, Any]:
@@ -116,6 +116,35 @@ def confusion_rows(m: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     ]
 
 
+def type_balanced_youden(y: np.ndarray, p_blast: np.ndarray, blast_indices: Sequence[int]) -> dict[str, Any]:
+    """The threshold on p_blast maximising sensitivity + mean specificity over the normal types - 1.
+
+    Every normal type present weighs the same, however many images it has: a threshold chosen with
+    each cell weighted alike is set by the common, easy types (neutrophils) and does not hold on
+    the rare, hard ones (immature granulocytes, monocytes). The value is placed halfway to the next
+    lower validation score, as for the binary rules.
+    """
+    y = np.asarray(y, dtype=np.int64)
+    is_blast = np.isin(y, list(blast_indices))
+    normal_types = [k for k in np.unique(y[~is_blast])]
+    candidates = np.unique(p_blast)
+    best_j, edge = -np.inf, float(candidates[-1])
+    for t in candidates:
+        sens = float((p_blast[is_blast] >= t).mean())
+        spec = float(np.mean([(p_blast[y == k] < t).mean() for k in normal_types]))
+        if sens + spec - 1 > best_j + 1e-12:
+            best_j, edge = sens + spec - 1, float(t)
+    value = _with_margin(edge, p_blast)
+    return {
+        "value": value,
+        "validation_score_edge": edge,
+        "rule": "maximises sensitivity + the mean specificity over the normal types - 1 on validation, "
+        "every normal type weighted alike; placed halfway to the next lower validation score",
+        "val_sensitivity": float((p_blast[is_blast] >= value).mean()),
+        "val_specificity": float(np.mean([(p_blast[y == k] < value).mean() for k in normal_types])),
+    }
+
+
 #: Share of validation cells whose top type probability falls below the abstention cut.
 ABSTAIN_QUANTILE = 0.05
 
@@ -152,6 +181,7 @@ def score_differential(
     y_val = parts["val"][1]
     p_blast_val = probs["val"][:, blast].sum(axis=1)
     thresholds = choose_thresholds(blast_targets(y_val, blast), p_blast_val, target_sensitivity)
+    thresholds["youden"] = type_balanced_youden(y_val, p_blast_val, blast)
     op = thresholds[operating]["value"]
     top_val = probs["val"].max(axis=1)
     min_confidence = float(np.quantile(top_val, ABSTAIN_QUANTILE))
