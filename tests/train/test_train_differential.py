@@ -202,3 +202,17 @@ def test_a_short_differential_run_learns_synthetic_cell_types(tmp_path):
     rates = ev["metrics"]["by_source_class"]["lymphocytes"]
     assert rates["type"] == "lymphocyte" and sum(rates["types_given"].values()) == 3
     assert 0 <= rates["called_blast"]["k"] <= 3 and "called blast" in result.output
+
+
+def test_the_differential_threshold_weighs_every_normal_type_alike():
+    from leukoedge.train.differential import type_balanced_youden
+
+    # 100 easy neutrophils far below, 5 hard immature granulocytes between the blasts' scores
+    y = np.array([0] * 10 + [1] * 100 + [7] * 5)
+    blasts = [0.3, *np.linspace(0.5, 0.9, 9)]
+    p = np.concatenate([blasts, np.full(100, 0.01), [0.35, 0.38, 0.4, 0.42, 0.45]])
+    t = type_balanced_youden(y, p, [0])
+    # per-cell Youden sits under the lowest blast (0.3: J = 1 + 100/105 - 1) and calls every
+    # granulocyte a blast; weighing the granulocytes as much as the neutrophils moves it above them
+    assert t["validation_score_edge"] == 0.5 and t["value"] == pytest.approx(0.475)
+    assert t["val_specificity"] == 1.0 and t["val_sensitivity"] == pytest.approx(0.9)
