@@ -35,6 +35,7 @@ from leukoedge.daemon.sessions import FrameStats, Sessions
 from leukoedge.daemon.sources import open_source
 from leukoedge.daemon.status import DaemonStatus
 from leukoedge.daemon.store.writer import StoreWriter
+from leukoedge.daemon.tracking.persist import TrackerState
 from leukoedge.daemon.types import CountedCell
 from leukoedge.errors import CameraError, ConfigError, LeukoEdgeError
 from leukoedge.inference.bundle import ModelBundle, load_bundle
@@ -120,7 +121,9 @@ class Daemon:
 
     def _start_pipeline(self, bundle: ModelBundle) -> None:
         cfg = self.config
-        processor = FrameProcessor(cfg, bundle, self._on_counted, self.sessions.first_track_id())
+        state = TrackerState(cfg.store.state_dir, lambda: self.sessions.current_id)
+        processor = FrameProcessor(cfg, bundle, self._on_counted, self.sessions.first_track_id(), state)
+        state.restore(processor.tracker, self.sessions.current_id, self.sessions.counted_track_ids())
         self.capture = CaptureThread(
             cfg.source, self.source_factory, self.queue, cfg.pipeline.max_frames, cfg.pipeline.lossless
         )

@@ -110,7 +110,11 @@ class Tracker:
         #: Cumulative shift of the field since the first frame: map position = centre - offset.
         self.offset = np.zeros(2)
         self.retired: list[Track] = []
-        self._next_id = int(first_id)
+        #: The id the next new track gets.
+        self.next_id = int(first_id)
+        #: Set when a saved state was restored (:mod:`.persist`): the frame it was saved at.
+        self.restored_at: int | None = None
+        self._registering = False
         self._ready: list[Track] = []
         self._last_frame: int | None = None
 
@@ -123,6 +127,8 @@ class Tracker:
         Each detection's ``whole`` (set by :class:`~leukoedge.vision.field.FieldAnalyzer`) says whether
         the whole cell is in the frame; where it is unset, the ``edge_margin`` rule decides.
         """
+        if self.restored_at is not None:
+            self._carry_on(frame_index)
         live = list(self.tracks)
         if not live and detections and self.retired:
             # nothing links these cells to the mapped ones: where the stage went meanwhile is
@@ -138,6 +144,8 @@ class Tracker:
             live, detections, frame_index, self.velocity, reach, self.config.gate, size
         )
         matches = self._associate(live, detections, centers, frame_index)
+        if self._registering and live and detections:
+            live, matches = self._register(live, matches)
         step = 0 if self._last_frame is None else max(1, frame_index - self._last_frame)
         self._last_frame = frame_index
         self.offset = self._locate(
@@ -164,6 +172,27 @@ class Tracker:
                 self._reidentify(t)
         self._expire()
         return out
+
+    def _carry_on(self, frame_index: int) -> None:
+        """The first frame after a restore follows the saved one: restored frame numbers are moved to it."""
+        assert self.restored_at is not None
+        step = frame_index - 1 - self.restored_at
+        for t in (*self.tracks, *self.retired):
+            t.first_frame += step
+            t.last_frame += step
+            t.last_classified += step
+        self._last_frame, self.restored_at = frame_index - 1, None
+        self._registering = True
+
+    def _register(self, live: list[Track], matches: list[tuple[int, int]]) -> tuple[list[Track], list]:
+        """The first frame with cells after a restore: if no restored track is found again, the
+        stage moved too far while the daemon was down, and what was restored is forgotten."""
+        self._registering = False
+        if not matches:
+            n = sum(t.counted for t in (*self.tracks, *self.retired))
+            logger.warning("stage moved while the daemon was down: %d counted cells not recognisable", n)
+            self.tracks, self.retired, self.velocity, live = [], [], np.zeros(2), []
+        return live, matches
 
     def _associate(
         self, live: list[Track], detections: list[Detection], centers: np.ndarray, frame_index: int
@@ -258,8 +287,8 @@ class Tracker:
         t.n_mapped = n + 1
 
     def _new_track(self, frame_index: int, ts: float, d: Detection) -> Track:
-        t = Track(self._next_id, frame_index, ts, frame_index, ts, d.center, float(d.diameter), d)
-        self._next_id += 1
+        t = Track(self.next_id, frame_index, ts, frame_index, ts, d.center, float(d.diameter), d)
+        self.next_id += 1
         if self.is_whole(d):
             t.whole_frames = 1
             self._map(t, d)
@@ -304,12 +333,12 @@ class Tracker:
         return ready
 
     def flush(self) -> list[Track]:
-        """On shutdown: every live track that qualifies is counted now, then all tracks are dropped."""
+        """On shutdown: every live track that qualifies is counted now (the tracks stay, counted, so
+        a state saved after this shows them so)."""
         for t in self.tracks:
             if not t.counted and self._countable(t):
                 t.counted = True
                 self._ready.append(t)
-        self.tracks = []
         return self.collect()
 
     @property
