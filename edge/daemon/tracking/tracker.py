@@ -114,7 +114,7 @@ class Tracker:
         self.next_id = int(first_id)
         #: Set when a saved state was restored (:mod:`.persist`): the frame it was saved at.
         self.restored_at: int | None = None
-        self._registering = False
+        self._registering, self._prior = False, np.zeros(2)
         self._ready: list[Track] = []
         self._last_frame: int | None = None
 
@@ -182,16 +182,19 @@ class Tracker:
             t.last_frame += step
             t.last_classified += step
         self._last_frame, self.restored_at = frame_index - 1, None
-        self._registering = True
+        self._registering, self._prior = True, self.velocity.copy()
 
     def _register(self, live: list[Track], matches: list[tuple[int, int]]) -> tuple[list[Track], list]:
-        """The first frame with cells after a restore: if no restored track is found again, the
-        stage moved too far while the daemon was down, and what was restored is forgotten."""
+        """The first frame with cells after a restore: unless two restored tracks are found again, or
+        one where the saved stage shift predicts it (one pair within reach always agrees with
+        itself), the stage moved too far while the daemon was down: the restored state is forgotten."""
         self._registering = False
-        if not matches:
+        tol = 0.5 * self.config.gate * float(np.median([t.diameter for t in live]))
+        if len(matches) < 2 and not (matches and np.hypot(*(self.velocity - self._prior)) <= tol):
             n = sum(t.counted for t in (*self.tracks, *self.retired))
             logger.warning("stage moved while the daemon was down: %d counted cells not recognisable", n)
-            self.tracks, self.retired, self.velocity, live = [], [], np.zeros(2), []
+            self.tracks, self.retired, self.velocity = [], [], np.zeros(2)
+            return [], []
         return live, matches
 
     def _associate(
