@@ -7,7 +7,8 @@ restart the service; it also closes a stalled camera so the capture thread reope
 statistics, and updates STATUS=. SIGTERM (or SIGINT) ends the current frame, counts the tracks that
 qualify, closes the session and exits 0; SIGHUP rereads the configuration and the model without
 losing the session or the tracks. A camera that keeps failing ends the daemon with
-:data:`EXIT_CAMERA` so systemd restarts it.
+:data:`EXIT_CAMERA` so systemd restarts it. A restart resumes the open session and restores the
+tracker's saved state into it (:mod:`.tracking.persist`), so the cells in view are not counted again.
 """
 
 from __future__ import annotations

@@ -105,7 +105,10 @@ def test_a_saved_state_of_another_session_or_unreadable_is_ignored(tmp_path, cap
     assert state.restore(tracker, SESSION + 1, committed) == 0 and tracker.tracks == []
     path = tmp_path / STATE_NAME
     data = json.loads(path.read_bytes())
+    leftover = tmp_path / f".{STATE_NAME}.123.456.tmp"  # a save cut short by kill -9
+    leftover.write_bytes(b"{")
     assert state.restore(Tracker(TrackerConfig(), W, H), SESSION, committed) == 3
+    assert not leftover.exists()
     for broken in (b"{not json", json.dumps({**data, "offset": "x"}).encode(), b"[]"):
         path.write_bytes(broken)
         tracker = Tracker(TrackerConfig(), W, H)
@@ -113,3 +116,12 @@ def test_a_saved_state_of_another_session_or_unreadable_is_ignored(tmp_path, cap
             assert state.restore(tracker, SESSION, committed) == 0
         assert tracker.tracks == [] and tracker.restored_at is None
     assert "ignoring the tracker state" in caplog.text
+
+
+def test_a_failing_save_is_counted_and_never_stops_the_tracker(tmp_path, caplog):
+    (tmp_path / "blocked").write_text("a file where the state folder should be")
+    state = TrackerState(tmp_path / "blocked", lambda: SESSION)
+    with caplog.at_level(logging.WARNING):
+        assert len(_frames(Tracker(TrackerConfig(), W, H), CELLS, STILL, 0, state)) == 3
+    assert state.errors >= 2
+    assert caplog.text.count("cannot save the tracker state") == 1

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from leukoedge.atomic import write_atomic
+from leukoedge.atomic import TMP_SUFFIX, write_atomic
 from leukoedge.daemon.tracking.tracker import Track, Tracker
 from leukoedge.vision.detect import Detection
 
@@ -53,6 +53,7 @@ class TrackerState:
         self.session = session
         self.errors = 0
         self._since_save = 0
+        self._failing = False
 
     def after_frame(self, tracker: Tracker, frame_index: int, counted: bool) -> None:
         """Save now if cells were counted (before they go to the store), else every few frames."""
@@ -68,10 +69,18 @@ class TrackerState:
             write_atomic(self.path, json.dumps(data, separators=(",", ":")).encode(), 0o640)
         except OSError as e:
             self.errors += 1
-            logger.warning("cannot save the tracker state to %s: %s", self.path, e)
+            if not self._failing:  # once per run of failures, not every few frames
+                logger.warning("cannot save the tracker state to %s: %s", self.path, e)
+            self._failing = True
+            return
+        if self._failing:
+            logger.info("the tracker state is saved again")
+        self._failing = False
 
     def load(self) -> dict[str, Any] | None:
         """The saved state, or None when there is none or it cannot be read."""
+        for leftover in self.path.parent.glob(f".{self.path.name}.*{TMP_SUFFIX}"):
+            leftover.unlink(missing_ok=True)  # a save cut short by a crash
         try:
             data = json.loads(self.path.read_bytes())
         except FileNotFoundError:
