@@ -55,6 +55,10 @@ class SourceConfig:
     seed: int = _key(1, "synthetic: random seed of the generated slide", lo=0)
     cells_per_field: float = _key(3.0, "synthetic: white cells per field of view", lo=0.1, hi=30)
     stage_speed: float = _key(8.0, "synthetic: stage speed while panning, pixels per frame", lo=0.5, hi=200)
+    start_frame: int = _key(0, "synthetic: frame of the stage path to start at", lo=0)
+    hold_frame: int = _key(
+        0, "synthetic: the stage stops at this frame of its path for good; 0 = never", lo=0
+    )
     stall_timeout_s: float = _key(5.0, "no frame for this long counts as a camera failure", lo=0.1)
     max_failures: int = _key(10, "consecutive camera failures before the daemon exits non-zero", lo=1)
     backoff_s: float = _key(0.5, "first wait before reopening a failed camera (doubles each time)", lo=0)

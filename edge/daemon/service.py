@@ -8,7 +8,8 @@ restart the service; it also closes a stalled camera so the capture thread reope
 statistics, and updates STATUS=. SIGTERM (or SIGINT) ends the current frame, counts the tracks that
 qualify, closes the session and exits 0; SIGHUP rereads the configuration and the model without
 losing the session or the tracks. A camera that keeps failing ends the daemon with
-:data:`EXIT_CAMERA` so systemd restarts it.
+:data:`EXIT_CAMERA` so systemd restarts it. A restart resumes the open session and restores the
+tracker's saved state into it (:mod:`.tracking.persist`), so the cells in view are not counted again.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from leukoedge.daemon.sources import open_source
 from leukoedge.daemon.startup import check_startup
 from leukoedge.daemon.status import DaemonStatus
 from leukoedge.daemon.store.writer import StoreWriter
+from leukoedge.daemon.tracking.persist import TrackerState
 from leukoedge.daemon.types import CountedCell
 from leukoedge.errors import CameraError, LeukoEdgeError
 from leukoedge.inference.bundle import ModelBundle, load_bundle
@@ -128,7 +130,9 @@ class Daemon:
 
     def _start_pipeline(self, bundle: ModelBundle) -> None:
         cfg = self.config
-        processor = FrameProcessor(cfg, bundle, self._on_counted, self.sessions.first_track_id())
+        state = TrackerState(cfg.store.state_dir, lambda: self.sessions.current_id)
+        processor = FrameProcessor(cfg, bundle, self._on_counted, self.sessions.first_track_id(), state)
+        state.restore(processor.tracker, self.sessions.current_id, self.sessions.counted_track_ids())
         self.capture = CaptureThread(
             cfg.source, self.source_factory, self.queue, cfg.pipeline.max_frames, cfg.pipeline.lossless
         )

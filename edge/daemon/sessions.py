@@ -104,10 +104,14 @@ class Sessions:
 
     def first_track_id(self) -> int:
         """Track ids go on from the resumed session's highest, so they stay unique across restarts."""
+        return 1 + max(self.counted_track_ids(), default=0)
+
+    def counted_track_ids(self) -> set[int]:
+        """The track ids of the cells the store holds for the current session."""
         session_id = self.current_id
         if session_id is None:
-            return 1
-        return 1 + max((int(c["track_id"]) for c in self.open_store().session_cells(session_id)), default=0)
+            return set()
+        return {int(c["track_id"]) for c in self.open_store().session_cells(session_id)}
 
     def follow_store(self) -> None:
         """Adopt the store's open session when it changed outside the daemon (the session CLI)."""

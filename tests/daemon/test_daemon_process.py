@@ -132,3 +132,46 @@ def test_sighup_reloads_and_sigterm_closes_the_session(tmp_path, model):
     ((_, sample, ended),) = _sessions(state)
     assert sample == "TERM" and ended is not None
     assert len(_cell_ids(state)) >= counted
+
+
+#: Seed 2's stage pans across five whole white cells at frame 164; there the test stops it for good.
+RESTART_SEED, HOLD = 2, 164
+
+
+def _frames_processed(url: str) -> int:
+    return int(_status(url)["frames"]["processed"])
+
+
+def _run_and_kill(tmp_path: Path, common: list[str], source: str, frames: int) -> None:
+    """Start the daemon, let it process ``frames`` frames, kill -9 it."""
+    proc, log = _start(tmp_path, *common, "--source", source)
+    url = _wait_for(lambda: re.search(r"status page at (\S+)", log.read_text()), "the URL", proc, log)[1]
+    _wait_for(lambda: _frames_processed(url) >= frames, f"{frames} frames", proc, log)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(TIMEOUT_S)
+
+
+def test_a_restart_mid_smear_does_not_count_the_cells_in_view_again(tmp_path, model):
+    state = tmp_path / "state"
+    common = ["--state-dir", str(state), "--model", str(model), "--http-port", "0", "--lossless"]
+    common += ["--sample-id", "RESTART"]
+    synthetic = f"synthetic://?seed={RESTART_SEED}&fps=0&hold_frame={HOLD}"
+    # the stage pans over the slide and stops at HOLD; kill -9 once the cells there are counted
+    _run_and_kill(tmp_path, common, synthetic, HOLD + 40)
+    counted = len(_cell_ids(state))
+    assert counted >= 5
+
+    # restarted with the stage where it stopped: the cells in view were counted, and stay so
+    _run_and_kill(tmp_path, common, synthetic + f"&start_frame={HOLD}", 40)
+    assert len(_cell_ids(state)) == counted
+
+    # restarted with the stage 8 frames (64 px) back along its path, as if moved while the daemon
+    # was down: it pans to HOLD again over cells counted before, then the frames end
+    proc, log = _start(
+        tmp_path, *common, "--source", synthetic + f"&start_frame={HOLD - 8}", "--max-frames", "48"
+    )
+    assert proc.wait(TIMEOUT_S) == 0, log.read_text()
+    assert "counted cells remembered" in log.read_text()
+    assert len(_cell_ids(state)) == counted
+    ((_, _, ended),) = _sessions(state)
+    assert ended is not None

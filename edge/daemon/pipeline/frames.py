@@ -15,6 +15,7 @@ from collections.abc import Callable
 import numpy as np
 
 from leukoedge.daemon.config import DaemonConfig
+from leukoedge.daemon.tracking.persist import TrackerState
 from leukoedge.daemon.tracking.tracker import Track, Tracker
 from leukoedge.daemon.types import CountedCell, Frame
 from leukoedge.inference.bundle import ModelBundle
@@ -32,11 +33,19 @@ class FrameProcessor:
     """Detect, track, classify and count on one frame at a time (the processing thread's work)."""
 
     def __init__(
-        self, config: DaemonConfig, bundle: ModelBundle, on_counted: CountedCallback, first_track_id: int = 1
+        self,
+        config: DaemonConfig,
+        bundle: ModelBundle,
+        on_counted: CountedCallback,
+        first_track_id: int = 1,
+        state: TrackerState | None = None,
     ) -> None:
         self.detector = CellDetector(DetectorConfig(px_per_um=config.detector.px_per_um or None))
         self.tracker = Tracker(config.tracker, config.source.width, config.source.height, first_track_id)
         self.on_counted = on_counted
+        #: Where the tracker is saved, so a restart does not count the cells it knows again.
+        self.state = state
+        self._frame_index: int | None = None
         self.set_model(config, bundle)
         self.latest: tuple[Frame, list[tuple[Track, Detection]]] | None = None
 
@@ -70,13 +79,20 @@ class FrameProcessor:
             probs = self.classifier.predict_probabilities(crops)
             for (track, _), det, p, crop in zip(due, main, probs, crops, strict=True):
                 self.tracker.record(track, frame.index, p, det.bbox, crop)
-        self._emit(self.tracker.collect())
+        counted = self.tracker.collect()
+        self._frame_index = frame.index
+        if self.state is not None:  # saved before the store hears of the counted cells
+            self.state.after_frame(self.tracker, frame.index, bool(counted))
+        self._emit(counted)
         self.latest = (frame, assigned)
         return len(due)
 
     def flush(self) -> None:
         """Count every qualifying live track (shutdown)."""
-        self._emit(self.tracker.flush())
+        counted = self.tracker.flush()
+        if self.state is not None and self._frame_index is not None:
+            self.state.save(self.tracker, self._frame_index)
+        self._emit(counted)
 
     def _emit(self, tracks: list[Track]) -> None:
         for t in tracks:

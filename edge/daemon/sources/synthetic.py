@@ -19,7 +19,7 @@ class SyntheticSource:
         self.uri = config.uri
         self.size = (config.width, config.height)
         self._seq: Any = None
-        self._index = 0
+        self._index = config.start_frame
         self._pacer = Pacer(config.fps)
 
     def open(self) -> None:
@@ -42,7 +42,8 @@ class SyntheticSource:
         if self._seq is None:
             raise CameraError(f"{self.uri}: source is not open")
         self._pacer.wait()
-        rgb, truth = self._seq.frame(self._index)
+        hold = self.config.hold_frame
+        rgb, truth = self._seq.frame(min(self._index, hold) if hold else self._index)
         frame = Frame(self._index, time.time(), check_frame(rgb, self.size, self.uri), truth=truth)
         self._index += 1
         return frame

@@ -23,6 +23,8 @@ region) instead of the measured cell extent (:mod:`leukoedge.vision.cellextent`)
 from __future__ import annotations
 
 import collections
+import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -142,24 +144,51 @@ class TruthRecorder:
 
 
 def evaluate_counting(
-    seed: int, n_frames: int, config: DaemonConfig | None = None, bundle: Any = None
+    seed: int,
+    n_frames: int,
+    config: DaemonConfig | None = None,
+    bundle: Any = None,
+    restarts: Sequence[int] = (),
+    restore: bool = True,
+    down_frames: int = 0,
 ) -> CountingResult:
-    """Run the pipeline over ``n_frames`` frames of seed ``seed`` and compare its count with the truth."""
+    """Run the pipeline over ``n_frames`` frames of seed ``seed`` and compare its count with the truth.
+
+    At each frame of ``restarts`` the pipeline is replaced by a new one, as a daemon killed and
+    restarted: the new one restores the saved tracker state (or, with ``restore=False``, starts
+    afresh as a daemon without it would). The stage stays put while the daemon is down, or moves on
+    along its path for ``down_frames`` frames that nobody sees.
+    """
     from leukoedge.daemon.pipeline.frames import FrameProcessor
+    from leukoedge.daemon.tracking.persist import TrackerState
     from leukoedge.inference.bundle import load_bundle
 
     config = config or DaemonConfig()
     bundle = bundle or load_bundle(None)
     counted_ids: list[int] = []
-    processor = FrameProcessor(config, bundle, lambda cell, crop: counted_ids.append(cell.track_id))
     sequence = sequence_for(config, seed)
     recorder = TruthRecorder(config.tracker.min_frames)
-    for i in range(n_frames):
-        rgb, truth = sequence.frame(i)
-        processor.process(Frame(i, i / 30.0, rgb, truth=truth))
-        assert processor.latest is not None
-        recorder.observe(truth, processor.latest[1])
-    processor.flush()
+    with tempfile.TemporaryDirectory(prefix="leukoedge-eval-") as state_dir:
+        state = TrackerState(state_dir, lambda: 1)
+        processor = FrameProcessor(
+            config, bundle, lambda cell, _: counted_ids.append(cell.track_id), 1, state
+        )
+        down = set()
+        for r in restarts:
+            down.update(range(r, r + down_frames))
+        for i in range(n_frames):
+            if i in down:
+                continue
+            if i - down_frames in restarts:
+                next_id = processor.tracker.next_id  # ids stay unique so the scoring can tell tracks apart
+                processor = FrameProcessor(config, bundle, processor.on_counted, next_id, state)
+                if restore:
+                    state.restore(processor.tracker, 1, set(counted_ids))
+            rgb, truth = sequence.frame(i)
+            processor.process(Frame(i, i / 30.0, rgb, truth=truth))
+            assert processor.latest is not None
+            recorder.observe(truth, processor.latest[1])
+        processor.flush()
     return recorder.result(counted_ids, seed)
 
 

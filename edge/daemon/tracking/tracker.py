@@ -111,7 +111,11 @@ class Tracker:
         #: Cumulative shift of the field since the first frame: map position = centre - offset.
         self.offset = np.zeros(2)
         self.retired: list[Track] = []
-        self._next_id = int(first_id)
+        #: The id the next new track gets.
+        self.next_id = int(first_id)
+        #: Set when a saved state was restored (:mod:`.persist`): the frame it was saved at.
+        self.restored_at: int | None = None
+        self._registering, self._prior = False, np.zeros(2)
         self._ready: list[Track] = []
         self._last_frame: int | None = None
 
@@ -124,6 +128,8 @@ class Tracker:
         Each detection's ``whole`` (set by :class:`~leukoedge.vision.field.FieldAnalyzer`) says whether
         the whole cell is in the frame; where it is unset, the ``edge_margin`` rule decides.
         """
+        if self.restored_at is not None:
+            self._carry_on(frame_index)
         live = list(self.tracks)
         if not live and detections and self.retired:
             # nothing links these cells to the mapped ones: where the stage went meanwhile is
@@ -139,6 +145,8 @@ class Tracker:
             live, detections, frame_index, self.velocity, reach, self.config.gate, size
         )
         matches = self._associate(live, detections, centers, frame_index)
+        if self._registering and live and detections:
+            live, matches = self._register(live, matches)
         step = 0 if self._last_frame is None else max(1, frame_index - self._last_frame)
         self._last_frame = frame_index
         self.offset = self._locate(
@@ -165,6 +173,30 @@ class Tracker:
                 self._reidentify(t)
         self._expire()
         return out
+
+    def _carry_on(self, frame_index: int) -> None:
+        """The first frame after a restore follows the saved one: restored frame numbers are moved to it."""
+        assert self.restored_at is not None
+        step = frame_index - 1 - self.restored_at
+        for t in (*self.tracks, *self.retired):
+            t.first_frame += step
+            t.last_frame += step
+            t.last_classified += step
+        self._last_frame, self.restored_at = frame_index - 1, None
+        self._registering, self._prior = True, self.velocity.copy()
+
+    def _register(self, live: list[Track], matches: list[tuple[int, int]]) -> tuple[list[Track], list]:
+        """The first frame with cells after a restore: unless two restored tracks are found again, or
+        one where the saved stage shift predicts it (one pair within reach always agrees with
+        itself), the stage moved too far while the daemon was down: the restored state is forgotten."""
+        self._registering = False
+        tol = 0.5 * self.config.gate * float(np.median([t.diameter for t in live]))
+        if len(matches) < 2 and not (matches and np.hypot(*(self.velocity - self._prior)) <= tol):
+            n = sum(t.counted for t in (*self.tracks, *self.retired))
+            logger.warning("stage moved while the daemon was down: %d counted cells not recognisable", n)
+            self.tracks, self.retired, self.velocity = [], [], np.zeros(2)
+            return [], []
+        return live, matches
 
     def _associate(
         self, live: list[Track], detections: list[Detection], centers: np.ndarray, frame_index: int
@@ -259,8 +291,8 @@ class Tracker:
         t.n_mapped = n + 1
 
     def _new_track(self, frame_index: int, ts: float, d: Detection) -> Track:
-        t = Track(self._next_id, frame_index, ts, frame_index, ts, d.center, float(d.diameter), d)
-        self._next_id += 1
+        t = Track(self.next_id, frame_index, ts, frame_index, ts, d.center, float(d.diameter), d)
+        self.next_id += 1
         if self.is_whole(d):
             t.whole_frames = 1
             self._map(t, d)
@@ -305,12 +337,12 @@ class Tracker:
         return ready
 
     def flush(self) -> list[Track]:
-        """On shutdown: every live track that qualifies is counted now, then all tracks are dropped."""
+        """On shutdown: every live track that qualifies is counted now (the tracks stay, counted, so
+        a state saved after this shows them so)."""
         for t in self.tracks:
             if not t.counted and self._countable(t):
                 t.counted = True
                 self._ready.append(t)
-        self.tracks = []
         return self.collect()
 
     @property
