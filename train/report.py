@@ -98,6 +98,12 @@ def _save_plots(
     out: Path, history: Sequence[Mapping[str, float]], best_epoch: int, scores: Mapping, metrics: Mapping
 ) -> dict[str, Path]:
     saved = {"history": plots.save(plots.history_figure(history, best_epoch), out / rf.PLOTS["history"])}
+    if metrics.get("robustness"):
+        from leukoedge.train.robustness import robustness_figure
+
+        saved["robustness"] = plots.save(
+            robustness_figure(metrics["robustness"]), out / rf.PLOTS["robustness"]
+        )
     if scores.get("test") is not None:
         y, p = scores["test"]
         marks = {name: t["value"] for name, t in metrics["thresholds"].items()}
@@ -165,6 +171,8 @@ def _sections(run: Mapping[str, Any], metrics: Mapping[str, Any]) -> list[tuple[
             [threshold_table(metrics["thresholds"], op["rule"], metrics.get("test_at"))],
         )
     )
+    if metrics.get("robustness"):
+        parts.append(("Robustness (perturbed test images)", robustness_blocks(metrics["robustness"])))
     parts.append(("Validation split", [metric_table(metrics["val"])]))
     parts.append(("Run", [_run_facts(run)]))
     return parts
@@ -192,6 +200,22 @@ def differential_blocks(test: Mapping[str, Any], metrics: Mapping[str, Any]) -> 
             (["cells", "images", "share unclassified"], rows),
         ]
     return blocks
+
+
+def robustness_blocks(result: Mapping[str, Any]) -> list[Table | str]:
+    """The perturbation table: blast sensitivity / mean specificity per family and strength."""
+    from leukoedge.train.robustness import __doc__ as how
+
+    rows = [
+        [family, fmt(r["strength"], 2), fmt(r["sensitivity"], 3), fmt(r["specificity"], 3)]
+        for family, family_rows in result["families"].items()
+        for r in family_rows
+    ]
+    intro = (how or "").split("\n\n")[0].replace("\n", " ")
+    return [
+        intro + " See robustness.png.",
+        (["family", "strength", "blast sensitivity", "mean specificity"], rows),
+    ]
 
 
 def _citation(run: Mapping[str, Any]) -> list[str]:

@@ -243,6 +243,29 @@ def _score(options: TrainOptions, fitted: FitResult, arrays: LoadedArrays) -> tu
     return metrics, scores
 
 
+def _robustness(
+    options: TrainOptions, fitted: FitResult, arrays: LoadedArrays, metrics: dict[str, Any]
+) -> dict[str, Any] | None:
+    """The blast decision on perturbed test images at the operating threshold (train/robustness.py)."""
+    from leukoedge.train.robustness import robustness
+
+    x, y, _ = _part(arrays, "test")
+    if not len(y) or not metrics.get("test"):
+        return None
+    if options.differential:
+        blast = [DIFFERENTIAL_CLASSES.index(c) for c in DIFFERENTIAL_BLAST_CLASSES]
+        return robustness(
+            lambda v: predict_proba(fitted.model, v)[:, blast].sum(axis=1),
+            x,
+            y,
+            blast,
+            metrics["operating_threshold"]["value"],
+        )
+    return robustness(
+        lambda v: predict_proba(fitted.model, v), x, y, [1], metrics["operating_threshold"]["value"]
+    )
+
+
 def _versions() -> dict[str, str]:
     import keras
     import matplotlib
@@ -367,6 +390,7 @@ def train_run(
     fitted = _fit(options, arrays, out, echo)
     t1 = time.perf_counter()
     metrics, scores = _score(options, fitted, arrays)
+    metrics["robustness"] = _robustness(options, fitted, arrays, metrics)
     t_eval = time.perf_counter() - t1
     geometry, geometry_how = measure_geometry(splits["train"], seed=options.fit.seed)
     write_split_manifest(out / rf.SPLITS_FILE, splits, extra={"data": dataset.summary()})

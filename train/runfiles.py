@@ -34,6 +34,7 @@ PLOTS = {
     "pr": "pr.png",
     "confusion": "confusion.png",
     "rates": "rates.png",
+    "robustness": "robustness.png",
 }
 
 #: Citation of the AML-Cytomorphology_LMU release (the TCIA class codes and the aml-lmu images).
