@@ -66,9 +66,10 @@ def differential_validation(metrics: dict[str, Any]) -> dict[str, Any] | None:
         logger.warning("the run's metrics.json has no per-class (differential) figures to record")
         return None
     op = metrics.get("operating_threshold")
+    rule = op.get("rule") if isinstance(op, dict) else None
     return {
-        "source": "metrics.json of the training run (float model), Wilson 95 % intervals",
-        **({"operating_threshold": op} if isinstance(op, dict) else {}),
+        "source": "metrics.json of the training run (float model), Wilson 95 % intervals, at the "
+        f"contract's threshold ({rule or 'as recorded'}, chosen on validation)",
         **out,
     }
 

@@ -252,18 +252,15 @@ def _robustness(
     x, y, _ = _part(arrays, "test")
     if not len(y) or not metrics.get("test"):
         return None
-    if options.differential:
-        blast = [DIFFERENTIAL_CLASSES.index(c) for c in DIFFERENTIAL_BLAST_CLASSES]
-        return robustness(
-            lambda v: predict_proba(fitted.model, v)[:, blast].sum(axis=1),
-            x,
-            y,
-            blast,
-            metrics["operating_threshold"]["value"],
-        )
-    return robustness(
-        lambda v: predict_proba(fitted.model, v), x, y, [1], metrics["operating_threshold"]["value"]
+    blast = (
+        [DIFFERENTIAL_CLASSES.index(c) for c in DIFFERENTIAL_BLAST_CLASSES] if options.differential else [1]
     )
+
+    def p_blast(v: np.ndarray) -> np.ndarray:
+        p = predict_proba(fitted.model, v)
+        return p[:, blast].sum(axis=1) if options.differential else p
+
+    return robustness(p_blast, x, y, blast, metrics["operating_threshold"]["value"])
 
 
 def _versions() -> dict[str, str]:
@@ -301,9 +298,7 @@ def _fit(options: TrainOptions, arrays: LoadedArrays, out: Path, echo: Echo) -> 
 
 def _fit_config(options: TrainOptions) -> FitConfig:
     """The fit configuration, with the differential's output count when the task asks for it."""
-    if options.differential:
-        return replace(options.fit, n_classes=len(DIFFERENTIAL_CLASSES))
-    return options.fit
+    return replace(options.fit, n_classes=len(DIFFERENTIAL_CLASSES)) if options.differential else options.fit
 
 
 def _contract(options: TrainOptions, metrics: dict[str, Any], geometry: CropGeometry) -> InputContract:

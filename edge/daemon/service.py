@@ -69,6 +69,12 @@ _SESSION_SYNC_S = 2.0
 CommitHook = Callable[[CountedCell, int], None]
 
 
+def _load_model(config: DaemonConfig) -> ModelBundle:
+    bundle = load_bundle(config.model.path or None)
+    logger.info("model %s (%s, sha256 %s...)", bundle.name, bundle.variant, bundle.sha256[:12])
+    return bundle
+
+
 class Daemon:
     """One running daemon: starts, supervises and stops the threads.
 
@@ -115,11 +121,6 @@ class Daemon:
         self.process: ProcessThread | None = None
 
     # -- start -------------------------------------------------------------------------------------
-    def _load_model(self, config: DaemonConfig) -> ModelBundle:
-        bundle = load_bundle(config.model.path or None)
-        logger.info("model %s (%s, sha256 %s...)", bundle.name, bundle.variant, bundle.sha256[:12])
-        return bundle
-
     def _open_store(self) -> None:
         from leukoedge.daemon.store.database import Store
 
@@ -164,7 +165,7 @@ class Daemon:
         if install_signals:
             self._install_signals()
         self.token = check_startup(self.config)
-        self.bundle = self._load_model(self.config)
+        self.bundle = _load_model(self.config)
         self._open_store()
         # only a clean stop ends the session; after a failure the restart continues it
         code, close_session = EXIT_OK, False
@@ -260,7 +261,7 @@ class Daemon:
         self.notifier.reloading()
         try:
             new = apply_overrides(load_config(self.config_path), self.overrides)
-            bundle = self._load_model(new)
+            bundle = _load_model(new)
         except LeukoEdgeError as e:
             logger.error("reload failed, keeping the running configuration: %s", e)
             self.notifier.ready(self.stats.line())

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from support.daemon import daemon_config
-from support.model import make_renamed_bundle
+from support.model import BINARY_BUNDLE, make_renamed_bundle
 
 from leukoedge.daemon.pipeline.frames import FrameProcessor
 from leukoedge.daemon.service import EXIT_OK, Daemon
@@ -32,7 +32,7 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_a_cell_between_one_half_and_the_bundle_threshold_is_drawn_and_counted_as_not_a_blast(
     tmp_path: Path,
 ) -> None:
-    bundle = load_bundle(None)  # the shipped bundle: threshold well above 0.5
+    bundle = load_bundle(BINARY_BUNDLE)  # a binary bundle whose threshold is well above 0.5
     assert bundle.contract.threshold > 0.6
     counted: list[CountedCell] = []
     processor = FrameProcessor(
@@ -50,6 +50,31 @@ def test_a_cell_between_one_half_and_the_bundle_threshold_is_drawn_and_counted_a
     processor._emit([track])
     (cell,) = counted
     assert cell.label == bundle.contract.negative_class and not cell.suspected_blast
+
+
+@pytest.mark.parametrize(("p_blast", "suspected"), [(0.5, False), (2.0, True)])
+def test_a_differential_cell_is_a_suspected_blast_by_p_blast_not_by_its_type(
+    tmp_path: Path, p_blast: float, suspected: bool
+) -> None:
+    bundle = load_bundle(None)  # the shipped differential bundle
+    contract = bundle.contract
+    assert contract.differential
+    counted: list[CountedCell] = []
+    processor = FrameProcessor(
+        daemon_config(tmp_path, bundle.manifest_path), bundle, lambda c, _: counted.append(c)
+    )
+    probs = np.full(len(contract.class_names), 0.01)
+    probs[contract.class_names.index("blast")] = p_blast * processor.classifier.threshold  # half or twice
+    probs[contract.class_names.index("monocyte")] = 0.6  # the most probable type either way
+    probs /= probs.sum() / (1 - 1e-9)
+    det = Detection((100, 100, 160, 160), (130.0, 130.0), 60.0, False, 1.0, whole=True)
+    track = Track(1, 0, 0.0, 0, 0.0, det.center, det.diameter, det, whole_frames=5, probs=[probs])
+    jpeg = processor.annotate_jpeg(Frame(0, 0.0, np.full((240, 320, 3), 255, np.uint8)), [(track, det)], 95)
+    r, g, _ = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"))[130, 100:103].astype(int).mean(axis=0)
+    assert (r > g + 60) == suspected, (r, g)  # red only for a suspected blast
+    processor._emit([track])
+    (cell,) = counted
+    assert cell.label == "monocyte" and cell.suspected_blast == suspected
 
 
 def test_a_bundle_with_other_class_names_counts_exports_and_saves_its_blasts(

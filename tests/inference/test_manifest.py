@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,9 @@ from leukoedge.inference.model_info import describe_bundle, format_description
 
 #: The shipped manifest as it was written before the schema stored the threshold once (version 1).
 V1_MANIFEST = Path(__file__).parent / "fixtures" / "leukonet_int8_v1.json"
+#: The binary LeukoNet bundle shipped before the differential model (schema 2), kept to prove that
+#: such bundles still load and mean what they meant.
+BINARY = Path(__file__).parent / "fixtures" / "binary" / "leukonet_int8.json"
 RAW, SNAPPED = 0.7595001459121704, 0.76171875
 
 
@@ -39,23 +43,33 @@ def _numbers(doc: Any, path: str = "") -> list[tuple[str, float]]:
 @pytest.fixture()
 def v1_bundle(tmp_path: Path) -> Path:
     shutil.copy(V1_MANIFEST, tmp_path / "leukonet_int8.json")
-    shutil.copy(default_bundle_path().with_suffix(".tflite"), tmp_path / "leukonet_int8.tflite")
+    shutil.copy(BINARY.with_suffix(".tflite"), tmp_path / "leukonet_int8.tflite")
     return tmp_path / "leukonet_int8.json"
 
 
-def test_shipped_manifest_holds_the_threshold_once() -> None:
-    doc = json.loads(default_bundle_path().read_text())
-    assert doc["schema_version"] == MANIFEST_SCHEMA_VERSION == 3
+def test_binary_schema_2_manifest_holds_the_threshold_once() -> None:
+    doc = json.loads(BINARY.read_text())
+    assert doc["schema_version"] == 2 and MANIFEST_SCHEMA_VERSION == 3
     found = [(path, value) for path, value in _numbers(doc) if value in (RAW, SNAPPED)]
     assert found == [(".input_contract.threshold", RAW), (".input_contract.threshold_snapped", SNAPPED)]
     assert "threshold" not in doc["external_evaluation"]
-    bundle = load_default_bundle()
+    bundle = load_bundle(BINARY)
     assert bundle.threshold == SNAPPED and bundle.contract.label_for(0.7608) == "non_malignant"
-    assert bundle.contract.label_for(SNAPPED) == "malignant"
+    assert bundle.contract.label_for(SNAPPED) == "malignant" and not bundle.contract.differential
+
+
+def test_shipped_differential_manifest_holds_the_threshold_once() -> None:
+    doc = json.loads(default_bundle_path().read_text())
+    assert doc["schema_version"] == MANIFEST_SCHEMA_VERSION
+    raw, snapped = doc["input_contract"]["threshold"], doc["input_contract"]["threshold_snapped"]
+    found = [(path, value) for path, value in _numbers(doc) if value in (raw, snapped)]
+    assert found == [(".input_contract.threshold", raw), (".input_contract.threshold_snapped", snapped)]
+    bundle = load_default_bundle()
+    assert bundle.contract.differential and bundle.threshold == snapped == math.ceil(raw * 256) / 256
 
 
 def test_old_manifest_loads_to_the_same_values(v1_bundle: Path) -> None:
-    old, new = load_bundle(v1_bundle), load_default_bundle()
+    old, new = load_bundle(v1_bundle), load_bundle(BINARY)
     assert old.sha256 == new.sha256
     assert old.contract == new.contract
     assert old.contract.threshold == RAW and old.contract.threshold_snapped == SNAPPED
@@ -70,7 +84,7 @@ def test_old_manifest_loads_to_the_same_values(v1_bundle: Path) -> None:
 
 def test_models_describes_old_and_new_manifest_alike(v1_bundle: Path) -> None:
     old = describe_bundle(load_bundle(v1_bundle), probe=False)
-    new = describe_bundle(load_default_bundle(), probe=False)
+    new = describe_bundle(load_bundle(BINARY), probe=False)
     for info in (old, new):
         info["manifest"] = info["tflite"] = "where it lies"
     assert old == new
@@ -115,7 +129,7 @@ def test_typed_manifest_round_trips(tmp_path: Path) -> None:
 
 
 def test_future_schema_version_is_refused_clearly() -> None:
-    doc = {**json.loads(default_bundle_path().read_text()), "schema_version": MANIFEST_SCHEMA_VERSION + 1}
+    doc = {**json.loads(BINARY.read_text()), "schema_version": MANIFEST_SCHEMA_VERSION + 1}
     with pytest.raises(
         BundleError, match=r"schema version 4 is not supported .*reads versions 1 to 3.*upgrade"
     ):

@@ -18,6 +18,12 @@ import numpy as np
 
 from leukoedge.contract import InputContract
 
+#: The binary LeukoNet bundle shipped before the differential model (manifest schema 2): a real
+#: trained binary model, for tests of binary bundles' behaviour.
+BINARY_BUNDLE = (
+    Path(__file__).resolve().parents[1] / "inference" / "fixtures" / "binary" / "leukonet_int8.json"
+)
+
 #: Name of the bundle this helper writes (``NAME.tflite`` + ``NAME.json``).
 TEST_BUNDLE_NAME = "tiny_int8"
 

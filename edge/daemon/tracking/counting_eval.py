@@ -173,7 +173,7 @@ def evaluate_counting(
         processor = FrameProcessor(
             config, bundle, lambda cell, _: counted_ids.append(cell.track_id), 1, state
         )
-        down = set()
+        down: set[int] = set()
         for r in restarts:
             down.update(range(r, r + down_frames))
         for i in range(n_frames):
