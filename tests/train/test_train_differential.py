@@ -189,6 +189,13 @@ def test_a_short_differential_run_learns_synthetic_cell_types(tmp_path):
     assert sum(per[k]["n"] for k in kinds) == test["n"] and per["erythroblast"]["n"] == 0
     assert test["differential"]["balanced_accuracy"] > 0.5  # four types: chance is 0.25
     assert "balanced accuracy of the differential" in result.output
+    robust = json.loads((out / "metrics.json").read_text())["robustness"]
+    assert (
+        set(robust["families"]) == {"stain", "blur", "scale", "jpeg"} and (out / "robustness.png").is_file()
+    )
+    unperturbed = next(r for r in robust["families"]["blur"] if r["strength"] == 0.0)
+    assert unperturbed["sensitivity"] == pytest.approx(test["sensitivity"])
+    assert "Robustness (perturbed test images)" in (out / "report.md").read_text()
     splits = make_splits(load_dataset(data, task="differential"), seed=0)
     assert sum(len(v) for v in splits.values()) == 160
     # a set of one type only (as a left-out type, or another microscope's normal cells)
