@@ -197,6 +197,8 @@ class CellClassifier:
             what = f"{units} class probabilities" if self.contract.differential else "one sigmoid probability"
             raise ModelError(f"{bundle.tflite_path}: output shape {self.output.shape} is not {what}")
         self._units = units
+        #: Output units summed into p_blast; None for the sigmoid, whose one unit is p_blast.
+        self._blast = list(self.contract.blast_indices) if self.contract.differential else None
         if self.input.dtype not in (np.uint8, np.int8, np.float32, np.float16):
             raise ModelError(f"{bundle.tflite_path}: unsupported input dtype {self.input.dtype}")
         self._lut = input_table(self.input)
@@ -229,11 +231,21 @@ class CellClassifier:
 
     # -- public API -----------------------------------------------------------------------------
     def predict_proba(self, cells: np.ndarray) -> np.ndarray:
-        """p_blast for an N x size x size x 3 uint8 array (or one size x size x 3 crop)."""
-        return self.contract.p_blast(self.predict_probabilities(cells))
+        """p_blast for an N x size x size x 3 uint8 array (or one size x size x 3 crop).
+
+        The contract's p_blast of :meth:`predict_probabilities`, taken straight from the outputs
+        (the sigmoid's one unit, or the sum of the blast units), which is all a per-crop caller
+        needs and saves the per-class arrays on the device's hot path.
+        """
+        out = self._outputs(cells)
+        return out[:, 0] if self._blast is None else out[:, self._blast].sum(axis=1)
 
     def predict_probabilities(self, cells: np.ndarray) -> np.ndarray:
         """N x classes probabilities, in the contract's class order, for N crops."""
+        return self.contract.probabilities(self._outputs(cells))
+
+    def _outputs(self, cells: np.ndarray) -> np.ndarray:
+        """N x output units, dequantized and clipped to [0, 1]."""
         cells = np.asarray(cells)
         if cells.ndim == 3:
             cells = cells[None]
@@ -251,7 +263,7 @@ class CellClassifier:
             )
         for i in range(full, n):
             out[i] = self._postprocess(self._single.run(self._preprocess(cells[i : i + 1])))[0]
-        return self.contract.probabilities(out)
+        return out
 
     def classify(self, cells: np.ndarray) -> list[CellResult]:
         """Cell types, p_blast and the blast decision for N crops at the configured threshold."""

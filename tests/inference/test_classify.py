@@ -346,3 +346,25 @@ def test_field_with_no_cells_and_table(model: str, tmp_path: Path) -> None:
         classify_cmd, ["--model", model, "--field", "--format", "table", str(tmp_path)]
     )
     assert "no white cells found" in table.stdout
+
+
+@pytest.mark.parametrize("which", ["binary", "differential"])
+def test_p_blast_is_the_contracts_sum_for_binary_and_differential_bundles(which: str) -> None:
+    from support.model import BINARY_BUNDLE
+
+    from leukoedge.inference.bundle import load_bundle
+    from leukoedge.inference.classifier import CellClassifier
+    from leukoedge.synth.single import render_cell
+    from leukoedge.vision.images import to_model_input
+
+    bundle = load_bundle(BINARY_BUNDLE if which == "binary" else None)
+    clf = CellClassifier(bundle)
+    cells = np.stack(
+        [to_model_input(render_cell(k, seed=s)[0]) for k in ("blast", "lymphocyte") for s in range(5)]
+    )
+    probs = clf.predict_probabilities(cells)
+    assert probs.shape == (10, len(bundle.contract.class_names))
+    np.testing.assert_allclose(clf.predict_proba(cells), bundle.contract.p_blast(probs), atol=1e-12)
+    results = clf.classify(cells)
+    assert [r.suspected_blast for r in results] == list(clf.predict_proba(cells) >= clf.threshold)
+    assert bundle.contract.differential == (which == "differential")
