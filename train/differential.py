@@ -23,7 +23,7 @@ import numpy as np
 
 from leukoedge.contract import DIFFERENTIAL_BLAST_CLASSES, DIFFERENTIAL_CLASSES
 from leukoedge.metrics import wilson_interval
-from leukoedge.train.scoring import _with_margin, choose_thresholds, evaluate_scores
+from leukoedge.train.scoring import choose_thresholds, evaluate_scores, with_margin
 
 
 def _rate(k: int, n: int) -> dict[str, Any]:
@@ -134,7 +134,7 @@ def type_balanced_youden(y: np.ndarray, p_blast: np.ndarray, blast_indices: Sequ
         spec = float(np.mean([(p_blast[y == k] < t).mean() for k in normal_types]))
         if sens + spec - 1 > best_j + 1e-12:
             best_j, edge = sens + spec - 1, float(t)
-    value = _with_margin(edge, p_blast)
+    value = with_margin(edge, p_blast)
     return {
         "value": value,
         "validation_score_edge": edge,

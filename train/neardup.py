@@ -89,7 +89,7 @@ def lmu_differential_rows(
     25 % test, 20 % val, whole near-duplicate groups at a time, stratified by code.
     """
     from leukoedge.train.records import Record
-    from leukoedge.train.splits import _carve
+    from leukoedge.train.splits import carve
 
     aml, th = Path(aml_lmu), Path(thumbs)
     rows: list[dict[str, str]] = []
@@ -106,7 +106,7 @@ def lmu_differential_rows(
                     train_part.append(rec)
     if not rows or not train_part:
         raise DataError(f"{aml}: expected train/ and val/ class folders of the aml-lmu layout")
-    _add(rows, _carve(train_part, {"val": 0.15}, seed))
+    _add(rows, carve(train_part, {"val": 0.15}, seed))
     thumb_recs = []
     for code_dir in sorted(d for d in th.glob("*") if d.is_dir() and d.name not in OVERLAPPING_CODES):
         paths = sorted(str(p) for p in code_dir.glob("*") if is_image_path(p))
@@ -121,7 +121,7 @@ def lmu_differential_rows(
         n_groups = len({r.group for r in thumb_recs if r.label == code})
         if n_groups < 3:
             logger.warning("%s: only %d near-duplicate groups, too few to be in every split", code, n_groups)
-    _add(rows, _carve(thumb_recs, {"test": 0.25, "val": 0.20}, seed))
+    _add(rows, carve(thumb_recs, {"test": 0.25, "val": 0.20}, seed))
     return rows
 
 

@@ -31,7 +31,7 @@ OPERATING_RULES = ("youden", "sensitivity")
 N_BOOT = 1000
 
 
-def _with_margin(edge: float, scores: np.ndarray) -> float:
+def with_margin(edge: float, scores: np.ndarray) -> float:
     """Move a threshold from a validation score down to halfway to the next lower validation score.
 
     Every threshold in that gap makes the same decisions on the validation images, so the choice
@@ -60,7 +60,7 @@ def choose_thresholds(
     }
     out: dict[str, Any] = {}
     for name, (edge, rule) in rules.items():
-        value = _with_margin(edge, p)
+        value = with_margin(edge, p)
         m = binary_metrics(y, p, value)
         out[name] = {
             "value": value,

@@ -92,7 +92,7 @@ def make_splits(
             )
         parts, policy = _from_folders(records, val_fraction, seed)
     else:
-        parts = _carve(records, {"test": test_fraction, "val": val_fraction}, seed)
+        parts = carve(records, {"test": test_fraction, "val": val_fraction}, seed)
         policy = f"test {test_fraction:.0%} and val {val_fraction:.0%} carved from all images"
     grouped = any(r.group is not None for r in records)
     policy += f"; stratified by class{', whole groups per split' if grouped else ''}; seed {seed}"
@@ -110,13 +110,13 @@ def _from_folders(records: list[Record], val_fraction: float, seed: int) -> tupl
     if by_folder["test"] and by_folder["val"]:
         return by_folder, "train/val/test folders kept as provided"
     if by_folder["test"]:
-        parts = _carve(by_folder["train"], {"val": val_fraction}, seed)
+        parts = carve(by_folder["train"], {"val": val_fraction}, seed)
         return {
             **parts,
             "test": by_folder["test"],
         }, f"test folder kept; val {val_fraction:.0%} of the train folder"
     if by_folder["val"]:
-        parts = _carve(by_folder["train"], {"val": val_fraction}, seed)
+        parts = carve(by_folder["train"], {"val": val_fraction}, seed)
         policy = (
             f"the provided val folder is the held-out test split; val {val_fraction:.0%} of the train folder"
         )
@@ -124,7 +124,7 @@ def _from_folders(records: list[Record], val_fraction: float, seed: int) -> tupl
     raise DataError("only a 'train' split folder: add val/test folders or load without split folders")
 
 
-def _carve(records: list[Record], fractions: dict[str, float], seed: int) -> dict[str, list[Record]]:
+def carve(records: list[Record], fractions: dict[str, float], seed: int) -> dict[str, list[Record]]:
     """Carve ``fractions`` out of ``records`` (rest to train), class-stratified, whole groups at a time.
 
     Units (a group, or one image without a group) are visited in a seeded random order, largest
